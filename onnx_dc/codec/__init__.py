@@ -1,0 +1,57 @@
+"""Tensor codecs: numpy in, numpy/bytes out. Nothing here knows about ONNX."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cluster import INIT_METHODS, kmeans_1d
+from .payload import PayloadError, PayloadInfo, WriteStats, decode_dense, read_info, read_payload, write_payload
+from .prune import prune_mask_by_fraction, prune_mask_by_threshold
+
+__all__ = [
+    "INIT_METHODS", "CompressedTensor", "PayloadError", "PayloadInfo", "compress_tensor", "decode_dense",
+    "read_info", "read_payload", "write_payload",
+]
+
+
+@dataclass(frozen=True)
+class CompressedTensor:
+    payload: bytes
+    dense: np.ndarray  # float32, the pruned and quantized tensor: exactly what decoding the payload gives
+    nnz: int
+    stats: WriteStats
+
+
+def compress_tensor(
+    weight: np.ndarray,
+    sparsity: float,
+    bits: int,
+    index_bits: int,
+    init: str = "linear",
+    seed: int = 0,
+    huffman: bool = True,
+    threshold: float | None = None,
+) -> CompressedTensor:
+    """Prune, cluster and pack one weight tensor (rows = dims[0], as in docs/FORMAT.md).
+
+    `sparsity` is the pruned fraction (0.92 keeps 8%); `threshold`, if given, prunes by magnitude instead.
+    """
+    weight = np.asarray(weight, dtype=np.float32)
+    if weight.ndim < 1:
+        raise ValueError("a weight must have at least one dimension")
+    if not np.all(np.isfinite(weight)):
+        raise ValueError("weights contain NaN or infinity")
+    if threshold is not None:
+        mask = prune_mask_by_threshold(weight, threshold)
+    else:
+        mask = prune_mask_by_fraction(weight, sparsity)
+    matrix_mask = mask.reshape(weight.shape[0], -1) if weight.size else mask.reshape(weight.shape[0], 0)
+    kept = weight.reshape(matrix_mask.shape)[matrix_mask]  # row-major order, as the payload stores them
+    clustering = kmeans_1d(kept, 1 << bits, init=init, seed=seed)
+    payload, stats = write_payload(
+        weight.shape, matrix_mask, clustering.labels, clustering.codebook, bits, index_bits, huffman_coded=huffman
+    )
+    dense = np.zeros(matrix_mask.shape, dtype=np.float32)
+    dense[matrix_mask] = clustering.codebook[clustering.labels]
+    return CompressedTensor(payload, dense.reshape(weight.shape), int(kept.size), stats)

@@ -1,0 +1,117 @@
+"""Compression policy: what to do with each layer, parsed and validated with clear errors."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .codec.cluster import INIT_METHODS
+
+KINDS = ("fc", "conv")
+MAX_WEIGHT_BITS = 8
+MAX_INDEX_BITS = 16
+
+
+class ConfigError(ValueError):
+    """An option value that cannot be used; the message is meant for the user as it is."""
+
+
+@dataclass(frozen=True)
+class PerKind:
+    """One setting with a value for fully-connected layers and one for convolutions."""
+
+    fc: float
+    conv: float
+
+    def for_kind(self, kind: str):
+        return self.fc if kind == "fc" else self.conv
+
+
+def parse_per_kind(text: str, option: str, convert, default: PerKind) -> PerKind:
+    """'5' (both kinds) or 'fc=5,conv=8' (either or both; an omitted kind keeps its default)."""
+    text = str(text).strip()
+    if "=" not in text:
+        value = convert(text, option)
+        return PerKind(value, value)
+    values = {"fc": default.fc, "conv": default.conv}
+    for part in text.split(","):
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or key not in KINDS:
+            raise ConfigError(f"{option}: expected B or fc=B,conv=B, got {text!r}")
+        values[key] = convert(raw.strip(), option)
+    return PerKind(values["fc"], values["conv"])
+
+
+def sparsity_value(raw, option: str = "--sparsity") -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: {raw!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{option}: sparsity is the pruned fraction and must be in [0, 1), got {raw}")
+    return value
+
+
+def _int_in(raw, option: str, lo: int, hi: int, what: str) -> int:
+    try:
+        value = int(str(raw))
+    except ValueError:
+        raise ConfigError(f"{option}: {raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{option}: {what} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+def weight_bits_value(raw, option: str = "--bits") -> int:
+    return _int_in(raw, option, 1, MAX_WEIGHT_BITS, "weight bits")
+
+
+def index_bits_value(raw, option: str = "--index-bits") -> int:
+    return _int_in(raw, option, 1, MAX_INDEX_BITS, "index bits")
+
+
+def parse_layer_overrides(items, option: str, convert) -> dict[str, float]:
+    """NAME=VALUE items (NAME: a weight initializer or a node name)."""
+    out = {}
+    for item in items or ():
+        name, sep, raw = str(item).rpartition("=")
+        if not sep or not name:
+            raise ConfigError(f"{option}: expected NAME=VALUE, got {item!r}")
+        out[name] = convert(raw, option)
+    return out
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    # Paper-like defaults: FC layers keep 10%, 5-bit codebooks, 5-bit relative indices; conv layers keep
+    # 50%, 8-bit codebooks, 8-bit relative indices.
+    sparsity: PerKind = PerKind(0.9, 0.5)
+    bits: PerKind = PerKind(5, 8)
+    index_bits: PerKind = PerKind(5, 8)
+    layer_sparsity: dict = field(default_factory=dict)
+    layer_bits: dict = field(default_factory=dict)
+    init: str = "linear"
+    huffman: bool = True
+    seed: int = 0
+    min_weights: int = 256  # smaller layers are left alone: their payload overhead would dominate
+    allow_unchanged: bool = False  # write the model even if no layer was compressed
+
+    def __post_init__(self):
+        for kind in KINDS:
+            sparsity_value(self.sparsity.for_kind(kind))
+            weight_bits_value(self.bits.for_kind(kind))
+            index_bits_value(self.index_bits.for_kind(kind))
+        for name, value in self.layer_sparsity.items():
+            sparsity_value(value, f"--layer-sparsity {name}")
+        for name, value in self.layer_bits.items():
+            weight_bits_value(value, f"--layer-bits {name}")
+        if self.init not in INIT_METHODS:
+            raise ConfigError(f"--init: unknown method {self.init!r}; choose one of {', '.join(INIT_METHODS)}")
+        if self.min_weights < 0:
+            raise ConfigError("--min-weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    sparsity: float
+    bits: int
+    index_bits: int

@@ -1,0 +1,120 @@
+"""Loading and saving models: external data aware, atomic (never a half-written output)."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+PROTOBUF_LIMIT = 2**31 - 1
+# Above this the output is written with its tensors in a side file (the protobuf limit is 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used; the message is meant for the user as it is."""
+
+
+def load_model(path) -> onnx.ModelProto:
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not an ONNX model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: the file is empty")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError) as exc:
+        raise ModelError(f"{path}: not a valid ONNX model (protobuf parse failed: {exc})") from None
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
+        raise ModelError(f"{path}: not a valid ONNX model (it has no graph)")
+    try:
+        _load_external(model, path.parent)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load its external data: {exc}") from None
+    return model
+
+
+def _load_external(model: onnx.ModelProto, base: Path) -> None:
+    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
+
+    base_real = base.resolve()
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if base_real not in target.parents:
+            raise ValueError(f"tensor {tensor.name!r} points outside the model's folder ({location!r})")
+        if not target.is_file():
+            raise ValueError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
+        load_external_data_for_tensor(tensor, str(base))
+        tensor.data_location = onnx.TensorProto.DEFAULT
+        del tensor.external_data[:]
+
+
+def files_of(path) -> list[Path]:
+    """The model file and the external data files it references."""
+    path = Path(path)
+    files = [path]
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return files
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    seen = set()
+    for tensor in _get_all_tensors(model):
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            if location and location not in seen:
+                seen.add(location)
+                files.append(path.parent / location)
+    return files
+
+
+def model_bytes_on_disk(path) -> int:
+    """Bytes of the .onnx file plus its external data files: the measure of compression."""
+    return sum(f.stat().st_size for f in files_of(path) if f.exists())
+
+
+def check_output_path(input_path, output_path) -> Path:
+    """Refuse to overwrite the input, or to write where it is impossible, before any work is done."""
+    output = Path(output_path)
+    if output.exists() and Path(input_path).exists() and output.resolve() == Path(input_path).resolve():
+        raise ModelError(f"{output}: the output must not be the input file")
+    if output.is_dir():
+        raise ModelError(f"{output}: is a directory; give a file name for the output")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise ModelError(f"{parent}: output directory does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ModelError(f"{parent}: output directory is not writable")
+    return output
+
+
+def save_model_atomic(model: onnx.ModelProto, output_path) -> None:
+    """Write to a temporary folder beside the output, then rename into place: a failure leaves nothing."""
+    output = Path(output_path)
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if str(output.parent) else "."))
+    try:
+        tmp_model = tmp / output.name
+        data_name = output.name + ".data"
+        if external:
+            onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            os.replace(tmp / data_name, output.parent / data_name)
+        else:
+            onnx.save_model(model, str(tmp_model))
+        os.replace(tmp_model, output)
+    except OSError as exc:
+        raise ModelError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
