@@ -1,0 +1,133 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from . import __version__
+from .codec import compress_tensor
+from .config import CompressOptions, ConfigError, LayerPolicy
+from .graph.decompress import decompress_model
+from .graph.match import Layer, Skipped, find_layers
+from .graph.model_io import ModelError, check_output_path, load_model, model_bytes_on_disk, save_model_atomic
+from .graph.rewrite import META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, META_VERSION, rewrite, set_metadata
+from .report import build_report
+
+
+class NothingToCompress(ValueError):
+    """No layer of the model is eligible; the message lists why each was left alone."""
+
+
+@dataclass
+class CompressionResult:
+    output: Path
+    report: dict
+    skipped: list = field(default_factory=list)
+
+
+def _policy(layer: Layer, options: CompressOptions) -> LayerPolicy:
+    sparsity = options.sparsity.for_kind(layer.kind)
+    bits = options.bits.for_kind(layer.kind)
+    for name in sorted(layer.names):  # a node name or the weight name; sorted: deterministic
+        sparsity = options.layer_sparsity.get(name, sparsity)
+        bits = options.layer_bits.get(name, bits)
+    return LayerPolicy(float(sparsity), int(bits), int(options.index_bits.for_kind(layer.kind)))
+
+
+def _check_override_names(options: CompressOptions, layers: list[Layer], skipped: list[Skipped]) -> None:
+    known = set().union(*(layer.names for layer in layers)) if layers else set()
+    for option, overrides in (("--layer-sparsity", options.layer_sparsity), ("--layer-bits", options.layer_bits)):
+        for name in overrides:
+            if name in known:
+                continue
+            why = next((s.reason for s in skipped if s.name == name), None)
+            if why:
+                raise ConfigError(f"{option}: layer {name!r} is not compressed: {why}")
+            choices = ", ".join(sorted(known)[:12]) + (" …" if len(known) > 12 else "")
+            raise ConfigError(f"{option}: no compressible layer is named {name!r} (weights and nodes: {choices or 'none'})")
+
+
+def compress(
+    input_path,
+    output_path,
+    options: CompressOptions | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    **kwargs,
+) -> CompressionResult:
+    """Compress `input_path` into `output_path`. Options as `CompressOptions` (or its fields as keywords).
+
+    `progress(layer_name, done, total)` is called before each layer and once at the end.
+    Raises ModelError / ConfigError / NothingToCompress with a message meant for the user; nothing is
+    written unless everything succeeded.
+    """
+    options = options or CompressOptions(**kwargs)
+    output = check_output_path(input_path, output_path)
+    model = load_model(input_path)
+    layers, skipped = find_layers(model, options.min_weights)
+    _check_override_names(options, layers, skipped)
+    payloads = {}
+    compressed = []
+    for i, layer in enumerate(layers):
+        if progress:
+            progress(layer.weight_name, i, len(layers))
+        policy = _policy(layer, options)
+        try:
+            packed = compress_tensor(layer.weight, policy.sparsity, policy.bits, policy.index_bits,
+                                     init=options.init, seed=options.seed, huffman=options.huffman)
+        except ValueError as exc:
+            skipped.append(Skipped(layer.weight_name, layer.op_label, str(exc)))
+            continue
+        if len(packed.payload) >= layer.weight.nbytes:
+            skipped.append(Skipped(layer.weight_name, layer.op_label,
+                                   f"its payload ({len(packed.payload)} B) would not be smaller than the weight "
+                                   f"({layer.weight.nbytes} B)"))
+            continue
+        payloads[layer.weight_name] = packed.payload
+        compressed.append(layer)
+    if progress:
+        progress("", len(layers), len(layers))
+    if not compressed and not options.allow_unchanged:
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) or "it has no Gemm, MatMul or Conv layer"
+        raise NothingToCompress(f"no layer of the model can be compressed ({reasons})")
+    new_model, records = rewrite(model, compressed, payloads)
+    compact = {"separators": (",", ":")}  # metadata is stored in the file: keep it small
+    set_metadata(new_model, {
+        META_VERSION: json.dumps(__version__),
+        META_LAYERS: json.dumps([{k: v for k, v in r.items() if v not in (None, "")} for r in records], **compact),
+        META_SKIPPED: json.dumps([{"name": s.name, "op": s.op, "reason": s.reason} for s in skipped], **compact),
+        META_ORIGINAL_BYTES: json.dumps(model_bytes_on_disk(input_path)),
+    })
+    _check(new_model)
+    save_model_atomic(new_model, output)
+    return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), skipped)
+
+
+def _check(model: onnx.ModelProto) -> None:
+    if model.ByteSize() < 2**31 - 1:
+        onnx.checker.check_model(model)
+
+
+def decompress(input_path, output_path) -> Path:
+    """Write a standard ONNX model (dense weights, original operators) for a compressed one."""
+    output = check_output_path(input_path, output_path)
+    model = load_model(input_path)
+    try:
+        dense = decompress_model(model)
+    except ValueError as exc:
+        raise ModelError(f"{input_path}: {exc}") from None
+    _check(dense)
+    save_model_atomic(dense, output)
+    return output
+
+
+def report(model_path) -> dict:
+    """The compression report of a compressed model file."""
+    model = load_model(model_path)
+    try:
+        return build_report(model, model_bytes_on_disk(model_path))
+    except ValueError as exc:
+        raise ModelError(f"{model_path}: {exc}") from None

@@ -1,0 +1,186 @@
+"""`onnx-dc` command line: a thin layer over the Python API (onnx_dc.api)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .codec.payload import PayloadError
+from .config import (
+    CompressOptions, ConfigError, PerKind, index_bits_value, parse_layer_overrides, parse_per_kind,
+    sparsity_value, weight_bits_value,
+)
+from .graph.model_io import ModelError
+
+USER_ERRORS = (ModelError, ConfigError, PayloadError)
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    # Off a terminal (pipes, CI logs) rich would wrap the table at 80 columns; give it room instead.
+    return Console(stderr=stderr, width=None if sys.stdout.isatty() else 200, highlight=False)
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"onnx-dc: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _run(fn):
+    """Run a command body: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    from .api import NothingToCompress
+
+    try:
+        return fn()
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    except NothingToCompress as exc:
+        _fail(f"{exc}; use --allow-unchanged to write the model anyway", 3)
+    except KeyboardInterrupt:
+        _fail("interrupted; no output was written", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence of a CLI
+        if os.environ.get("ONNX_DC_DEBUG"):
+            raise
+        _fail(f"unexpected {type(exc).__name__}: {exc} (set ONNX_DC_DEBUG=1 for a traceback)", 4)
+
+
+def _fmt(x, digits=1):
+    return "—" if x is None else f"{x:,.{digits}f}"
+
+
+def print_report(data: dict) -> None:
+    from rich.table import Table
+
+    console = _console()
+    table = Table(title="Deep Compression report (P: pruning, Q: quantization, H: Huffman coding)")
+    for col in ("Layer", "Op", "Shape", "#Weights", "Weights% (P)", "Weight bits (P+Q)", "Weight bits (P+Q+H)",
+                "Index bits (P+Q)", "Index bits (P+Q+H)", "Fillers", "Compress rate (P+Q)", "Compress rate (P+Q+H)"):
+        table.add_column(col, justify="left" if col in ("Layer", "Op", "Shape") else "right")
+    for layer in data["layers"]:
+        table.add_row(layer["name"], layer["op"], "×".join(map(str, layer["shape"])), f"{layer['weights']:,}",
+                      f"{layer['kept_pct']:.1f}%", str(layer["weight_bits_pq"]), f"{layer['weight_bits_pqh']:.2f}",
+                      str(layer["index_bits_pq"]), f"{layer['index_bits_pqh']:.2f}", f"{layer['fillers']:,}",
+                      f"{layer['rate_pq']:.1f}x", f"{layer['rate_pqh']:.1f}x")
+    t = data["totals"]
+    table.add_section()
+    table.add_row("Total", "", "", f"{t['weights']:,}", f"{t['kept_pct']:.1f}%", "", _fmt(t["weight_bits_pqh"], 2),
+                  "", _fmt(t["index_bits_pqh"], 2), f"{t['fillers']:,}",
+                  _fmt(t["rate_pq"]) + "x", _fmt(t["rate_pqh"]) + "x")
+    console.print(table)
+    if t["fillers"]:
+        console.print(f"Filler entries: {t['fillers']:,}, costing {t['filler_bits'] / 8:,.0f} bytes of index stream "
+                      f"({100 * t['filler_bits'] / max(8 * t['payload_bytes'], 1):.1f}% of the payloads).")
+    f = data["file"]
+    if f.get("original_bytes") and f.get("compressed_bytes"):
+        console.print(f"File size: {f['original_bytes']:,} B → {f['compressed_bytes']:,} B "
+                      f"([bold]{f['ratio']:.1f}x smaller[/bold], .onnx plus external data, bytes on disk)")
+    elif f.get("compressed_bytes"):
+        console.print(f"File size: {f['compressed_bytes']:,} B")
+    for s in data["skipped"]:
+        console.print(f"Left alone: {s['name']} ({s['op']}): {s['reason']}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="onnx-dc", prog_name="onnx-dc")
+def main():
+    """Deep Compression for ONNX models: prune, quantize (k-means weight sharing) and Huffman-code the
+    weights of fully-connected and convolution layers into a smaller model that onnxruntime runs with the
+    onnx-dc custom-op library."""
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="Compressed model to write.")
+@click.option("--sparsity", default="fc=0.9,conv=0.5", show_default=True,
+              help="Pruned fraction S in [0,1) (0.92 keeps 8%), or fc=S,conv=S.")
+@click.option("--layer-sparsity", multiple=True, metavar="NAME=S",
+              help="Per-layer pruned fraction; NAME is a weight initializer or a node name. Repeatable.")
+@click.option("--bits", default="fc=5,conv=8", show_default=True,
+              help="Codebook bits (k = 2^B shared weights), 1..8, or fc=B,conv=B.")
+@click.option("--layer-bits", multiple=True, metavar="NAME=B", help="Per-layer codebook bits. Repeatable.")
+@click.option("--index-bits", default="fc=5,conv=8", show_default=True,
+              help="Bits of a relative index, 1..16 (wider gaps get filler entries), or fc=B,conv=B.")
+@click.option("--init", default="linear", show_default=True, type=click.Choice(["linear", "density", "random", "kmeans++"]),
+              help="k-means initialisation.")
+@click.option("--no-huffman", is_flag=True, help="Store fixed-width codes instead of Huffman codes.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for random initialisations.")
+@click.option("--min-weights", default=256, show_default=True, type=int, help="Leave smaller layers alone.")
+@click.option("--allow-unchanged", is_flag=True, help="Write the model even if no layer can be compressed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
+             min_weights, allow_unchanged, as_json, quiet):
+    """Compress the model INPUT into OUTPUT and print the report."""
+
+    def body():
+        from .api import compress as api_compress
+
+        options = CompressOptions(
+            sparsity=parse_per_kind(sparsity, "--sparsity", sparsity_value, PerKind(0.9, 0.5)),
+            bits=parse_per_kind(bits, "--bits", weight_bits_value, PerKind(5, 8)),
+            index_bits=parse_per_kind(index_bits, "--index-bits", index_bits_value, PerKind(5, 8)),
+            layer_sparsity=parse_layer_overrides(layer_sparsity, "--layer-sparsity", sparsity_value),
+            layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
+            init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,
+        )
+        if quiet or as_json or not sys.stderr.isatty():
+            result = api_compress(input_path, output_path, options)
+        else:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            with Progress(TextColumn("compressing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TextColumn("{task.description}"), console=_console(stderr=True), transient=True) as bar:
+                task = bar.add_task("", total=None)
+
+                def progress(name, done, total):
+                    bar.update(task, completed=done, total=total, description=name)
+
+                result = api_compress(input_path, output_path, options, progress=progress)
+        if as_json:
+            click.echo(json.dumps(result.report))
+        else:
+            print_report(result.report)
+            click.echo(f"Wrote {result.output}")
+
+    _run(body)
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path())
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="Dense model to write.")
+def decompress(input_path, output_path):
+    """Turn a compressed model back into a standard ONNX model (pruned, quantized dense weights)."""
+
+    def body():
+        from .api import decompress as api_decompress
+
+        click.echo(f"Wrote {api_decompress(input_path, output_path)}")
+
+    _run(body)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout instead of the table.")
+def report(model_path, as_json):
+    """Print the compression report of a compressed model."""
+
+    def body():
+        from .api import report as api_report
+
+        data = api_report(model_path)
+        if not data["layers"]:
+            raise ModelError(f"{model_path}: has no onnx-dc compressed layer")
+        if as_json:
+            click.echo(json.dumps(data))
+        else:
+            print_report(data)
+
+    _run(body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Turn a compressed model back into a standard ONNX model (dense, pruned and quantized weights)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ..codec.payload import read_payload
+from .rewrite import DOMAIN, META_LAYERS, _Names, get_metadata
+
+
+def decompress_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every onnx_dc node by the operator it came from (Gemm, MatMul, MatMul+Add, a dense
+    constant), restoring the original names and weight layouts where the model's metadata records them."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    records = {r["node"]: r for r in get_metadata(model, META_LAYERS, []) or [] if isinstance(r, dict) and "node" in r}
+    inits = {t.name: t for t in g.initializer}
+    payload_names = {n.input[1] if n.op_type == "DCSparseGemm" else n.input[0]
+                     for n in g.node if n.domain == DOMAIN and n.input}
+    decoded = {}
+    for name in payload_names:
+        if name not in inits:
+            raise ValueError(f"payload {name!r} is not an initializer of the model")
+        decoded[name] = read_payload(numpy_helper.to_array(inits[name]).tobytes()).dense()
+    names = _Names(out)
+    # The original weight names are free again once the payloads are gone.
+    for r in records.values():
+        names.used.discard(r.get("weight"))
+    new_inits: dict[str, onnx.TensorProto] = {}
+    weight_for: dict[tuple, str] = {}  # (payload, layout) -> dense initializer name
+
+    def dense_weight(payload: str, transpose: bool, preferred: str) -> str:
+        key = (payload, transpose)
+        if key not in weight_for:
+            name = names.fresh(preferred)
+            w = decoded[payload]
+            new_inits[name] = numpy_helper.from_array(np.ascontiguousarray(w.T if transpose else w), name)
+            weight_for[key] = name
+        return weight_for[key]
+
+    new_nodes = []
+    for node in g.node:
+        if node.domain != DOMAIN:
+            new_nodes.append(node)
+            continue
+        rec = records.get(node.name, {})
+        if node.op_type == "DCDecode":
+            out_name = node.output[0]
+            new_inits[out_name] = numpy_helper.from_array(decoded[node.input[0]], out_name)
+            continue
+        if node.op_type != "DCSparseGemm":
+            raise ValueError(f"unknown operator {DOMAIN}.{node.op_type} (node {node.name!r})")
+        x, payload = node.input[0], node.input[1]
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        preferred = rec.get("weight") or f"{payload}_dense"
+        op = rec.get("op", "MatMul+Add" if bias else "MatMul")
+        if op == "Gemm":
+            trans_b = int(rec.get("trans_b", 1))
+            w = dense_weight(payload, not trans_b, preferred)
+            new_nodes.append(helper.make_node("Gemm", [x, w] + ([bias] if bias else []), [node.output[0]],
+                                              name=rec.get("original_node") or node.name, transB=trans_b))
+        else:
+            w = dense_weight(payload, True, preferred)
+            if bias:
+                mid = rec.get("matmul_output") or names.fresh(f"{node.output[0]}_matmul")
+                new_nodes.append(helper.make_node("MatMul", [x, w], [mid], name=rec.get("original_node") or node.name))
+                new_nodes.append(helper.make_node("Add", [mid, bias], [node.output[0]],
+                                                  name=rec.get("add_node") or names.fresh(f"{node.name}_add")))
+            else:
+                new_nodes.append(helper.make_node("MatMul", [x, w], [node.output[0]],
+                                                  name=rec.get("original_node") or node.name))
+    del g.node[:]
+    g.node.extend(new_nodes)
+    kept = [t for t in g.initializer if t.name not in payload_names]
+    del g.initializer[:]
+    g.initializer.extend(kept + list(new_inits.values()))
+    # Dense constants are initializers now, not node outputs: their value_info entries go.
+    vis = [v for v in g.value_info if v.name not in new_inits]
+    del g.value_info[:]
+    g.value_info.extend(vis)
+    ops = [o for o in out.opset_import if o.domain != DOMAIN]
+    del out.opset_import[:]
+    out.opset_import.extend(ops)
+    props = [p for p in out.metadata_props if not p.key.startswith("onnx_dc.")]
+    del out.metadata_props[:]
+    out.metadata_props.extend(props)
+    return out

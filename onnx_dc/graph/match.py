@@ -1,0 +1,267 @@
+"""Find the layers whose weights can be compressed: match → check (a reason when declining).
+
+A *layer* here is one constant weight tensor together with every node that uses it: a weight shared by
+several nodes is compressed once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+FC_OPS = ("Gemm", "MatMul")
+
+
+@dataclass
+class FcUse:
+    """One fully-connected node (or MatMul+Add pair) that will become a DCSparseGemm."""
+
+    node: onnx.NodeProto
+    op: str  # "Gemm", "MatMul" or "MatMul+Add"
+    x: str  # the activation input
+    output: str  # the output name the replacement must produce
+    bias: np.ndarray | None  # float32 [N], beta already applied
+    trans_b: int  # the original layout of the weight: 1 if stored [N, K]
+    add_node: onnx.NodeProto | None = None
+    bias_source: str | None = None  # name of the constant the bias came from
+
+
+@dataclass
+class Layer:
+    weight_name: str
+    kind: str  # "fc" or "conv"
+    weight: np.ndarray  # fc: W [N, K] (alpha applied); conv: the kernel as stored
+    uses: list = field(default_factory=list)  # FcUse for fc; the consuming nodes for conv
+
+    @property
+    def names(self) -> set[str]:
+        """Names a user may give in per-layer options: the weight and its nodes."""
+        nodes = [u.node for u in self.uses] if self.kind == "fc" else self.uses
+        out = {self.weight_name} | {n.name for n in nodes if n.name}
+        out |= {u.add_node.name for u in self.uses if self.kind == "fc" and u.add_node is not None and u.add_node.name}
+        return out
+
+    @property
+    def op_label(self) -> str:
+        if self.kind == "conv":
+            return "Conv"
+        return "/".join(sorted({u.op for u in self.uses}))
+
+
+@dataclass(frozen=True)
+class Skipped:
+    name: str  # the weight (or node) name
+    op: str
+    reason: str
+
+
+class GraphIndex:
+    """Producers, consumers and constants of a model's main graph."""
+
+    def __init__(self, model: onnx.ModelProto):
+        graph = model.graph
+        self.graph = graph
+        self.graph_inputs = {i.name for i in graph.input}
+        if model.ir_version < 4:
+            # Before IR 4 every initializer had to be listed as an input too; they are still constants.
+            self.graph_inputs -= {t.name for t in graph.initializer}
+        self.graph_outputs = {o.name for o in graph.output}
+        self.initializers = {t.name: t for t in graph.initializer}
+        self.constant_nodes = {}
+        self.consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1:
+                self.constant_nodes[node.output[0]] = node
+            for i, name in enumerate(node.input):
+                if name:
+                    self.consumers.setdefault(name, []).append((node, i))
+        self.subgraph_refs = names_used_in_subgraphs(graph)
+        self.shapes = _inferred_ranks(model)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of `name` if it is a constant the graph cannot override, else None."""
+        if name in self.initializers and name not in self.graph_inputs:
+            return numpy_helper.to_array(self.initializers[name])
+        node = self.constant_nodes.get(name)
+        if node is not None:
+            for attr in node.attribute:
+                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
+                    return numpy_helper.to_array(attr.t)
+        return None
+
+    def is_constant_source(self, name: str) -> bool:
+        return (name in self.initializers and name not in self.graph_inputs) or name in self.constant_nodes
+
+
+def names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
+    used = set()
+
+    def walk(g):
+        for node in g.node:
+            used.update(n for n in node.input if n)
+            for attr in node.attribute:
+                for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                    walk(sub)
+
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                walk(sub)
+    return used
+
+
+def _inferred_ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of each value that shape inference knows (best effort; an unknown rank is simply absent)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # shape inference is advisory here: a model it cannot handle still compresses
+        inferred = model
+    ranks = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            ranks[vi.name] = len(t.shape.dim)
+    return ranks
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _bias_vector(value: np.ndarray, n: int, max_rank: int | None) -> np.ndarray | None:
+    """`value` as a [N] bias if adding it to a [..., N] tensor only broadcasts along the last axis."""
+    if value.dtype != np.float32 or value.ndim > max(1, max_rank or 1):
+        return None
+    if value.size == 1:
+        return np.full(n, value.reshape(()), dtype=np.float32)
+    if value.shape[-1] == n and value.size == n:
+        return value.reshape(n).astype(np.float32)
+    return None
+
+
+def _check_weight(value: np.ndarray | None, name: str) -> str | None:
+    if value is None:
+        return f"weight {name!r} is not a constant (computed at run time or overridable as a graph input)"
+    if value.dtype != np.float32:
+        return f"weight {name!r} is {value.dtype}; only float32 weights are compressed"
+    if not np.all(np.isfinite(value)):
+        return f"weight {name!r} contains NaN or infinity"
+    return None
+
+
+def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse | None, np.ndarray | None, str | None]:
+    """(use, W[N,K], None) for an eligible node, or (None, None, reason)."""
+    weight_name = node.input[1]
+    value = index.constant(weight_name)
+    reason = _check_weight(value, weight_name)
+    if reason:
+        return None, None, reason
+    if value.ndim != 2:
+        return None, None, f"weight has rank {value.ndim}; a fully-connected weight is 2-D"
+    if node.op_type == "Gemm":
+        if _attr(node, "transA", 0):
+            return None, None, "Gemm with transA=1 is not supported (its input would need a transpose)"
+        trans_b = int(_attr(node, "transB", 0))
+        alpha = float(_attr(node, "alpha", 1.0))
+        beta = float(_attr(node, "beta", 1.0))
+        w = value if trans_b else value.T
+        bias = None
+        if len(node.input) > 2 and node.input[2]:
+            c = index.constant(node.input[2])
+            if c is None:
+                return None, None, "Gemm bias C is not a constant"
+            bias = _bias_vector(c, w.shape[0], 2)
+            if bias is None:
+                return None, None, f"Gemm bias C of shape {list(c.shape)} is not a per-output vector"
+            bias = (np.float32(beta) * bias).astype(np.float32)
+        w = (np.float32(alpha) * w).astype(np.float32) if alpha != 1.0 else w
+        use = FcUse(node, "Gemm", node.input[0], node.output[0], bias, trans_b,
+                    bias_source=node.input[2] if bias is not None else None)
+        return use, np.ascontiguousarray(w), None
+    # MatMul: Y = X @ B with B [K, N]
+    w = np.ascontiguousarray(value.T)
+    use = FcUse(node, "MatMul", node.input[0], node.output[0], None, 0)
+    consumers = index.consumers.get(node.output[0], [])
+    if len(consumers) == 1 and node.output[0] not in index.graph_outputs:
+        add, pos = consumers[0]
+        if add.op_type == "Add" and add.domain in ("", "ai.onnx") and node.output[0] not in index.subgraph_refs:
+            other = add.input[1 - pos]
+            c = index.constant(other)
+            if c is not None:
+                bias = _bias_vector(c, w.shape[0], index.shapes.get(node.input[0]))
+                if bias is not None:
+                    use = FcUse(node, "MatMul+Add", node.input[0], add.output[0], bias, 0, add, other)
+    return use, w, None
+
+
+def find_layers(model: onnx.ModelProto, min_weights: int = 0) -> tuple[list[Layer], list[Skipped]]:
+    """Every compressible weight of the main graph, and every FC/Conv node left alone with its reason."""
+    index = GraphIndex(model)
+    layers: list[Layer] = []
+    skipped: list[Skipped] = []
+    by_weight: dict[str, list[onnx.NodeProto]] = {}
+    for node in index.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in FC_OPS + ("Conv",) and len(node.input) > 1 and node.input[1]:
+            by_weight.setdefault(node.input[1], []).append(node)
+
+    for weight_name, nodes in by_weight.items():
+        label = nodes[0].op_type
+        if not index.is_constant_source(weight_name):
+            skipped.append(Skipped(weight_name, label, "weight is not a constant (computed at run time or a graph input)"))
+            continue
+        # Every use of the weight must be rewritten, or the dense tensor would have to stay in the file.
+        all_uses = index.consumers.get(weight_name, [])
+        others = [n for n, i in all_uses if not (i == 1 and n.op_type in FC_OPS + ("Conv",))]
+        if weight_name in index.subgraph_refs or weight_name in index.graph_outputs:
+            skipped.append(Skipped(weight_name, label, "weight is also used inside a subgraph or as a graph output"))
+            continue
+        kinds = {"Conv" if n.op_type == "Conv" else "fc" for n in nodes}
+        if len(kinds) > 1 or others:
+            other = (others or [n for n in nodes if n.op_type != nodes[0].op_type])[0]
+            skipped.append(Skipped(weight_name, label,
+                                   f"weight is also used by {other.op_type} node {other.name or '(unnamed)'}"))
+            continue
+        if "Conv" in kinds:
+            layer, reason = _conv_layer(weight_name, nodes, index)
+        else:
+            layer, reason = _fc_layer(weight_name, nodes, index)
+        if reason is None and layer.weight.size < min_weights:
+            reason = f"{layer.weight.size} weights, below the minimum of {min_weights} (--min-weights)"
+        if reason:
+            skipped.append(Skipped(weight_name, label, reason))
+        else:
+            layers.append(layer)
+    return layers, skipped
+
+
+def _fc_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
+    uses, matrices = [], []
+    for node in nodes:
+        use, w, reason = _match_fc(node, index)
+        if reason:
+            return None, reason if len(nodes) == 1 else f"{node.op_type} node {node.name or '(unnamed)'}: {reason}"
+        uses.append(use)
+        matrices.append(w)
+    if any(not np.array_equal(matrices[0], m) for m in matrices[1:]):
+        return None, "weight is shared by nodes that use it in different layouts or scales"
+    return Layer(weight_name, "fc", matrices[0], uses), None
+
+
+def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
+    value = index.constant(weight_name)
+    reason = _check_weight(value, weight_name)
+    if reason:
+        return None, reason
+    if value.ndim != 4:
+        return None, f"Conv weight of rank {value.ndim}; only 2-D convolutions (4-D kernels) are compressed"
+    for node in nodes:
+        if int(_attr(node, "group", 1)) != 1:
+            return None, "grouped or depthwise Conv (group > 1) is not compressed yet"
+    return Layer(weight_name, "conv", value, list(nodes)), None

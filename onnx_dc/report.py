@@ -1,0 +1,92 @@
+"""The paper-style compression report (Deep Compression, Tables 2–5), computed from a compressed model."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import onnx
+from onnx import numpy_helper
+
+from .codec.payload import read_info
+from .codec.sparse import filler_symbol
+from .graph.rewrite import DOMAIN, META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, get_metadata
+
+
+@dataclass
+class LayerReport:
+    name: str  # the original weight's name
+    op: str
+    shape: list
+    weights: int  # the paper's "#Weights"
+    nnz: int
+    kept_pct: float  # "Weights% (P)"
+    weight_bits_pq: int  # "Weight bits (P+Q)": the codebook index width
+    weight_bits_pqh: float  # "Weight bits (P+Q+H)": Huffman-coded bits per nonzero
+    index_bits_pq: int  # "Index bits (P+Q)": the relative index width
+    index_bits_pqh: float  # "Index bits (P+Q+H)": Huffman-coded index bits per nonzero, fillers included
+    fillers: int
+    filler_bits: int  # what the fillers cost in the Huffman-coded index stream
+    overhead_bytes: int  # header, codebook, code-length tables, chunk table, row counts, checksum
+    original_bytes: int  # 4 × #weights
+    payload_bytes: int
+    rate_pq: float  # "Compress rate (P+Q)": original / (fixed-width payload)
+    rate_pqh: float  # "Compress rate (P+Q+H)": original / actual payload
+
+
+def layer_reports(model: onnx.ModelProto) -> list[LayerReport]:
+    records = get_metadata(model, META_LAYERS, []) or []
+    label_of = {}
+    for r in records:
+        if isinstance(r, dict):
+            label_of.setdefault(r.get("node"), (r.get("weight"), r.get("op")))
+    payload_users: dict[str, list[tuple[str, str]]] = {}
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type in ("DCSparseGemm", "DCDecode"):
+            payload = node.input[1] if node.op_type == "DCSparseGemm" else node.input[0]
+            weight, op = label_of.get(node.name, (None, None))
+            payload_users.setdefault(payload, []).append((weight or payload, op or node.op_type))
+    inits = {t.name: t for t in model.graph.initializer}
+    out = []
+    for payload, users in payload_users.items():
+        if payload not in inits:
+            continue
+        blob = numpy_helper.to_array(inits[payload]).tobytes()
+        info, sections = read_info(blob)
+        weights = info.rows * info.cols
+        filler_len = int(sections["index_lengths"][filler_symbol(info.index_bits)])
+        fixed_bits = info.nnz * info.weight_bits + info.n_index_symbols * info.index_bits + 8 * info.overhead_bytes
+        nnz = max(info.nnz, 1)
+        out.append(LayerReport(
+            name=users[0][0], op="/".join(sorted({op for _, op in users})), shape=list(info.dims),
+            weights=weights, nnz=info.nnz, kept_pct=100.0 * info.nnz / max(weights, 1),
+            weight_bits_pq=info.weight_bits, weight_bits_pqh=8 * info.weight_stream_bytes / nnz,
+            index_bits_pq=info.index_bits, index_bits_pqh=8 * info.index_stream_bytes / nnz,
+            fillers=info.fillers, filler_bits=info.fillers * filler_len, overhead_bytes=info.overhead_bytes,
+            original_bytes=4 * weights, payload_bytes=info.total_size,
+            rate_pq=32 * weights / max(fixed_bits, 1), rate_pqh=4 * weights / info.total_size,
+        ))
+    return out
+
+
+def build_report(model: onnx.ModelProto, compressed_bytes: int | None = None) -> dict:
+    """Everything `onnx-dc report` shows, as plain data (also the `--json` output)."""
+    layers = layer_reports(model)
+    weights = sum(layer.weights for layer in layers)
+    nnz = sum(layer.nnz for layer in layers)
+    original = sum(layer.original_bytes for layer in layers)
+    payload = sum(layer.payload_bytes for layer in layers)
+    fixed_bits = sum(32 * layer.weights / layer.rate_pq for layer in layers)
+    totals = {
+        "weights": weights, "nnz": nnz, "kept_pct": 100.0 * nnz / max(weights, 1),
+        "weight_bits_pqh": sum(layer.weight_bits_pqh * layer.nnz for layer in layers) / max(nnz, 1),
+        "index_bits_pqh": sum(layer.index_bits_pqh * layer.nnz for layer in layers) / max(nnz, 1),
+        "fillers": sum(layer.fillers for layer in layers),
+        "filler_bits": sum(layer.filler_bits for layer in layers),
+        "original_bytes": original, "payload_bytes": payload,
+        "rate_pq": 32 * weights / fixed_bits if fixed_bits else None,
+        "rate_pqh": original / payload if payload else None,
+    }
+    original_file = get_metadata(model, META_ORIGINAL_BYTES)
+    file = {"original_bytes": original_file, "compressed_bytes": compressed_bytes,
+            "ratio": original_file / compressed_bytes if original_file and compressed_bytes else None}
+    return {"layers": [asdict(layer) for layer in layers], "totals": totals,
+            "skipped": get_metadata(model, META_SKIPPED, []) or [], "file": file}
