@@ -60,6 +60,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
     prepend: list[onnx.NodeProto] = []
     new_inits: list[onnx.TensorProto] = []
     detached: set[str] = set()  # constants that may have lost their last user
+    redefined: set[str] = set()  # constants now produced by a DCDecode node under the same name
     records: list[dict] = []
     value_infos: list[onnx.ValueInfoProto] = []
 
@@ -73,6 +74,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             node = helper.make_node("DCDecode", [payload_name], [layer.weight_name],
                                     name=names.fresh(f"{layer.weight_name}_dc_decode"), domain=DOMAIN)
             prepend.append(node)
+            redefined.add(layer.weight_name)
             value_infos.append(helper.make_tensor_value_info(layer.weight_name, onnx.TensorProto.FLOAT,
                                                              list(layer.weight.shape)))
             records.append({"node": node.name, "op": "DCDecode", "weight": layer.weight_name})
@@ -107,7 +109,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
     del g.node[:]
     g.node.extend(new_nodes)
     g.initializer.extend(new_inits)
-    _remove_unused_constants(out, detached)
+    _remove_constants(out, redefined, detached)
     # value_info: keep the old entries for names that still exist, add the replaced outputs' types.
     produced = {o for n in g.node for o in n.output} | {t.name for t in g.initializer}
     kept = [v for v in g.value_info if v.name in produced]
@@ -123,15 +125,17 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
     return out, records
 
 
-def _remove_unused_constants(model: onnx.ModelProto, candidates: set[str]) -> None:
-    """Drop the initializers and Constant nodes in `candidates` that nothing uses any more."""
+def _remove_constants(model: onnx.ModelProto, redefined: set[str], candidates: set[str]) -> None:
+    """Drop the initializers and Constant nodes named in `redefined`, and those in `candidates` that
+    nothing uses any more."""
     g = model.graph
     used = {x for n in g.node for x in n.input} | {o.name for o in g.output} | names_used_in_subgraphs(g)
-    dead = {c for c in candidates if c and c not in used}
+    dead = {c for c in candidates if c and c not in used} | redefined
     keep_inits = [t for t in g.initializer if t.name not in dead]
     del g.initializer[:]
     g.initializer.extend(keep_inits)
-    keep_nodes = [n for n in g.node if not (n.op_type == "Constant" and n.output and n.output[0] in dead)]
+    keep_nodes = [n for n in g.node if not (n.op_type == "Constant" and n.domain in ("", "ai.onnx")
+                                            and n.output and n.output[0] in dead)]
     del g.node[:]
     g.node.extend(keep_nodes)
     inputs = [i for i in g.input if i.name not in dead]
