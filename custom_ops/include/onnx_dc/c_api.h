@@ -1,0 +1,50 @@
+/* A small C interface to the payload reader and kernels of libonnx_dc_ops.so, for tests, benchmarks and
+ * tools (ctypes). onnxruntime does not use it: it loads the operators through RegisterCustomOps.
+ * Every function returns 0 on success; otherwise non-zero and a NUL-terminated message in err (truncated
+ * to err_size). None of them crashes on a bad payload. */
+#ifndef ONNX_DC_C_API_H_
+#define ONNX_DC_C_API_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ONNX_DC_EXPORT __attribute__((visibility("default")))
+
+typedef struct OnnxDcPayloadInfo {
+  uint32_t rank;
+  uint64_t dims[8];
+  uint64_t rows, cols, nnz, n_index_symbols;
+  uint32_t weight_bits, index_bits, codebook_size, n_chunks;
+  uint64_t index_stream_bytes, weight_stream_bytes, total_size;
+} OnnxDcPayloadInfo;
+
+typedef struct OnnxDcSparseStats {
+  uint64_t rows, cols, nnz;
+  uint64_t resident_bytes;     /* bytes the DCSparseGemm execution format keeps for this payload */
+  uint32_t column_index_bytes; /* 2 (K <= 65536) or 4 */
+  uint32_t parts;              /* row parts (tasks per batch unit) */
+} OnnxDcSparseStats;
+
+/* Header and section checks only (no stream decoding). */
+ONNX_DC_EXPORT int onnx_dc_payload_info(const uint8_t* blob, size_t size, int check_crc, OnnxDcPayloadInfo* info,
+                                        char* err, size_t err_size);
+/* Full decode to the dense tensor; out_count must equal the number of elements (rows * cols). */
+ONNX_DC_EXPORT int onnx_dc_decode_dense(const uint8_t* blob, size_t size, int check_crc, float* out,
+                                        size_t out_count, char* err, size_t err_size);
+/* Full decode to DCSparseGemm's execution format (rank-2 payloads), and what it costs. */
+ONNX_DC_EXPORT int onnx_dc_sparse_stats(const uint8_t* blob, size_t size, int check_crc, OnnxDcSparseStats* stats,
+                                        char* err, size_t err_size);
+/* Y[m, N] = X[m, K] · Wᵀ (+ bias[N] if bias is not NULL) with kernel 0 (scalar reference) or 1 (the fast
+ * path DCSparseGemm runs, here on the calling thread). Decodes the payload on every call (for tests). */
+ONNX_DC_EXPORT int onnx_dc_spmm(const uint8_t* blob, size_t size, int kernel, const float* x, size_t m,
+                                const float* bias, float* y, char* err, size_t err_size);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ONNX_DC_C_API_H_ */

@@ -1,0 +1,410 @@
+// onnxruntime glue: the one file that registers every onnx_dc operator (domain "onnx_dc", version 1).
+//
+//   DCSparseGemm(X float[..., K], W_payload uint8[L] (constant), B float[N] (optional)) -> Y float[..., N]
+//   DCDecode(payload uint8[L] (constant)) -> Y float[dims]
+//
+// Written against onnxruntime's C++ custom-op API (Ort::CustomOpBase with CreateKernelV2/ComputeV2), not the
+// lite API: the lite API's kernel constructor cannot return a status, and a bad payload must become an
+// onnxruntime error at session creation, never an exception crossing the C boundary. Every entry point
+// below catches everything and returns an OrtStatus.
+//
+// The library is compiled against the C API of onnxruntime 1.21 (ORT_API_VERSION 21) and asks the
+// runtime for exactly that version, so it loads into any onnxruntime >= 1.21. It does not link against
+// libonnxruntime: the API table comes from RegisterCustomOps' OrtApiBase.
+#define ORT_API_MANUAL_INIT
+#include "onnxruntime_cxx_api.h"
+#undef ORT_API_MANUAL_INIT
+
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "onnx_dc/c_api.h"
+#include "onnx_dc/gemm.h"
+#include "onnx_dc/payload.h"
+
+static_assert(ORT_API_VERSION >= 17, "onnxruntime headers 1.17 or later are needed (shape inference, ParallelFor)");
+
+namespace onnx_dc {
+namespace {
+
+// The C API version this library uses: the headers' own, capped at 21 (onnxruntime 1.21).
+constexpr uint32_t kOrtApiVersion = ORT_API_VERSION < 21 ? ORT_API_VERSION : 21;
+constexpr const char* kDomain = "onnx_dc";
+
+const OrtApi* g_api = nullptr;
+
+OrtStatus* MakeError(OrtErrorCode code, const std::string& message) { return g_api->CreateStatus(code, message.c_str()); }
+
+// Turn an OrtStatus from an API call into an exception (caught by Guard).
+struct OrtError : std::runtime_error {
+  OrtErrorCode code;
+  OrtError(OrtErrorCode c, const std::string& m) : std::runtime_error(m), code(c) {}
+};
+void Check(OrtStatus* status) {
+  if (!status) return;
+  const OrtErrorCode code = g_api->GetErrorCode(status);
+  std::string message = g_api->GetErrorMessage(status);
+  g_api->ReleaseStatus(status);
+  throw OrtError(code, message);
+}
+struct InvalidArgument : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+template <typename F>
+OrtStatus* Guard(const std::string& who, F&& f) noexcept {
+  try {
+    return f();
+  } catch (const PayloadError& e) {
+    return MakeError(ORT_INVALID_ARGUMENT, who + ": " + e.what());
+  } catch (const InvalidArgument& e) {
+    return MakeError(ORT_INVALID_ARGUMENT, who + ": " + e.what());
+  } catch (const OrtError& e) {
+    return MakeError(e.code, who + ": " + e.what());
+  } catch (const Ort::Exception& e) {
+    return MakeError(e.GetOrtErrorCode(), who + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    return MakeError(ORT_FAIL, who + ": out of memory");
+  } catch (const std::exception& e) {
+    return MakeError(ORT_FAIL, who + ": " + e.what());
+  } catch (...) {
+    return MakeError(ORT_FAIL, who + ": unknown error");
+  }
+}
+
+std::string Describe(const char* op, const OrtKernelInfo* info) {
+  std::string name;
+  size_t size = 0;
+  if (OrtStatus* s = g_api->KernelInfo_GetNodeName(info, nullptr, &size)) {
+    g_api->ReleaseStatus(s);
+  } else if (size > 1) {
+    name.resize(size);
+    if (OrtStatus* s2 = g_api->KernelInfo_GetNodeName(info, &name[0], &size)) {
+      g_api->ReleaseStatus(s2);
+      name.clear();
+    } else {
+      name.resize(std::strlen(name.c_str()));
+    }
+  }
+  return std::string(op) + (name.empty() ? std::string(" node") : " node '" + name + "'");
+}
+
+struct Blob {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+};
+
+// The payload input, which must be a constant initializer: it is decoded once, here.
+Blob ConstantPayload(const OrtKernelInfo* info, size_t index) {
+  size_t inputs = 0;
+  Check(g_api->KernelInfo_GetInputCount(info, &inputs));
+  if (index >= inputs) throw InvalidArgument("the payload input is missing");
+  int is_constant = 0;
+  const OrtValue* value = nullptr;
+  Check(g_api->KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value));
+  if (!is_constant || value == nullptr)
+    throw InvalidArgument("input " + std::to_string(index) +
+                          " (the weight payload) must be a constant initializer of the model; onnx_dc decodes it "
+                          "once when the session is created and cannot take it as a graph input or computed value");
+  OrtTensorTypeAndShapeInfo* type_shape = nullptr;
+  Check(g_api->GetTensorTypeAndShape(value, &type_shape));
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+  size_t rank = 0, count = 0;
+  OrtStatus* s = g_api->GetTensorElementType(type_shape, &type);
+  if (!s) s = g_api->GetDimensionsCount(type_shape, &rank);
+  if (!s) s = g_api->GetTensorShapeElementCount(type_shape, &count);
+  g_api->ReleaseTensorTypeAndShapeInfo(type_shape);
+  Check(s);
+  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) throw InvalidArgument("the payload must be a uint8 tensor");
+  if (rank != 1) throw InvalidArgument("the payload must be a 1-D uint8 tensor, got rank " + std::to_string(rank));
+  void* data = nullptr;
+  Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), &data));  // only read
+  return {static_cast<const uint8_t*>(data), count};
+}
+
+// ---- DCSparseGemm ---------------------------------------------------------------------------------------
+
+// Products below this many multiply-adds run on the calling thread: handing them to the pool costs more.
+constexpr uint64_t kParallelMinWork = 1 << 16;
+
+struct SpmmJob {
+  const SparseMatrix* w;
+  const SpmmPlan* plan;
+  const float* x;
+  float* scratch;
+  const float* bias;
+  float* y;
+};
+
+struct SparseGemmKernel {
+  std::string who;
+  SparseMatrix w;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guard(who, [&]() -> OrtStatus* { return Compute(context); });
+  }
+
+  OrtStatus* Compute(OrtKernelContext* context) {
+    Ort::KernelContext ctx(context);
+    const Ort::ConstValue x = ctx.GetInput(0);
+    const Ort::TensorTypeAndShapeInfo x_info = x.GetTensorTypeAndShapeInfo();
+    if (x_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) throw InvalidArgument("X must be float32");
+    std::vector<int64_t> shape = x_info.GetShape();
+    if (shape.empty()) throw InvalidArgument("X must have rank >= 1, got a scalar");
+    if (shape.back() < 0 || static_cast<uint64_t>(shape.back()) != w.cols)
+      throw InvalidArgument("X's last dimension is " + std::to_string(shape.back()) + " but the payload's K is " +
+                            std::to_string(w.cols) + " (X must be [..., K])");
+    uint64_t m = 1;
+    for (size_t i = 0; i + 1 < shape.size(); ++i) {
+      if (shape[i] < 0 || __builtin_mul_overflow(m, static_cast<uint64_t>(shape[i]), &m))
+        throw InvalidArgument("X has an invalid shape");
+    }
+    const float* bias = nullptr;
+    if (ctx.GetInputCount() > 2) {
+      const Ort::ConstValue b = ctx.GetInput(2);
+      if (b) {
+        const Ort::TensorTypeAndShapeInfo b_info = b.GetTensorTypeAndShapeInfo();
+        const std::vector<int64_t> b_shape = b_info.GetShape();
+        if (b_shape.size() != 1 || b_shape[0] < 0 || static_cast<uint64_t>(b_shape[0]) != w.rows)
+          throw InvalidArgument("B must have shape [N] = [" + std::to_string(w.rows) + "]");
+        bias = b.GetTensorData<float>();
+      }
+    }
+    if (w.rows > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw InvalidArgument("N is too large");
+    shape.back() = static_cast<int64_t>(w.rows);
+    Ort::UnownedValue y_value = ctx.GetOutput(0, shape);
+    float* y = y_value.GetTensorMutableData<float>();
+    if (m == 0 || w.rows == 0) return nullptr;
+    const float* xd = x.GetTensorData<float>();
+
+    const SpmmPlan plan = PlanSpmm(w, static_cast<size_t>(m));
+    float* scratch = nullptr;
+    OrtAllocator* allocator = nullptr;
+    if (plan.packed_floats()) {
+      Check(g_api->KernelContext_GetAllocator(context, CpuMemoryInfo(), &allocator));
+      void* p = nullptr;
+      if (OrtStatus* s = g_api->AllocatorAlloc(allocator, plan.packed_floats() * sizeof(float), &p)) {
+        g_api->ReleaseAllocator(allocator);
+        Check(s);
+      }
+      scratch = static_cast<float*>(p);
+    }
+    SpmmJob job{&w, &plan, xd, scratch, bias, y};
+    const uint64_t work = m * (w.nnz + w.rows);
+    OrtStatus* status = nullptr;
+    if (plan.tasks() <= 1 || work < kParallelMinWork) {
+      for (size_t u = 0; u < plan.units; ++u) PackUnit(plan, xd, u, scratch);
+      for (size_t t = 0; t < plan.tasks(); ++t) SpmmTask(w, plan, xd, scratch, bias, y, t);
+    } else {
+      if (plan.needs_packing) {
+        status = g_api->KernelContext_ParallelFor(
+            context,
+            [](void* data, size_t unit) {
+              auto* j = static_cast<SpmmJob*>(data);
+              PackUnit(*j->plan, j->x, unit, j->scratch);
+            },
+            plan.units, 0, &job);
+      }
+      if (!status) {
+        status = g_api->KernelContext_ParallelFor(
+            context,
+            [](void* data, size_t task) {
+              auto* j = static_cast<SpmmJob*>(data);
+              SpmmTask(*j->w, *j->plan, j->x, j->scratch, j->bias, j->y, task);
+            },
+            plan.tasks(), 0, &job);
+      }
+    }
+    if (allocator) {
+      if (OrtStatus* s = g_api->AllocatorFree(allocator, scratch)) g_api->ReleaseStatus(s);
+      g_api->ReleaseAllocator(allocator);
+    }
+    Check(status);
+    return nullptr;
+  }
+
+  static const OrtMemoryInfo* CpuMemoryInfo() {
+    static const OrtMemoryInfo* info = [] {
+      OrtMemoryInfo* mi = nullptr;
+      Check(g_api->CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &mi));
+      return mi;
+    }();
+    return info;
+  }
+};
+
+// Shape inference sees types and shapes only, never the payload's bytes (OrtShapeInferContext has no
+// access to initializer data in the 1.21 C API), so N is unknown here: Y gets X's leading dimensions and a
+// fresh symbolic last dimension. A value_info for Y in the model (the converter writes one) has the
+// concrete N, and onnxruntime merges it over the symbol. Unknown dimensions of X also become fresh
+// symbols (the C API would otherwise turn them into a dimension value of -1). For an X of unknown rank
+// (reported as rank 0) nothing is set. Errors are not reported here: Compute reports them.
+OrtStatusPtr InferSparseGemmShape(const OrtCustomOp*, OrtShapeInferContext* context) noexcept {
+  static std::atomic<uint64_t> next_symbol{0};
+  OrtTensorTypeAndShapeInfo* out = nullptr;
+  try {
+    size_t inputs = 0;
+    Check(g_api->ShapeInferContext_GetInputCount(context, &inputs));
+    if (inputs < 1) return nullptr;
+    OrtTensorTypeAndShapeInfo* x = nullptr;  // owned by the context
+    Check(g_api->ShapeInferContext_GetInputTypeShape(context, 0, &x));
+    size_t rank = 0;
+    Check(g_api->GetDimensionsCount(x, &rank));
+    if (rank == 0) return nullptr;
+    std::vector<int64_t> dims(rank);
+    std::vector<const char*> symbols(rank, nullptr);
+    Check(g_api->GetDimensions(x, dims.data(), rank));
+    Check(g_api->GetSymbolicDimensions(x, symbols.data(), rank));
+    std::vector<std::string> names(rank);
+    for (size_t i = 0; i < rank; ++i) {
+      const bool last = i + 1 == rank;
+      if (!last && symbols[i] && symbols[i][0]) {
+        names[i] = symbols[i];
+      } else if (last || dims[i] < 0) {
+        names[i] = "onnx_dc_unk_" + std::to_string(next_symbol.fetch_add(1));
+        dims[i] = -1;
+      }
+    }
+    std::vector<const char*> name_ptrs(rank);
+    for (size_t i = 0; i < rank; ++i) name_ptrs[i] = names[i].c_str();
+    Check(g_api->CreateTensorTypeAndShapeInfo(&out));
+    Check(g_api->SetTensorElementType(out, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+    Check(g_api->SetDimensions(out, dims.data(), rank));
+    Check(g_api->SetSymbolicDimensions(out, name_ptrs.data(), rank));
+    Check(g_api->ShapeInferContext_SetOutputTypeShape(context, 0, out));
+  } catch (...) {
+    // Leave the output shape unset; onnxruntime then relies on the model's value_info.
+  }
+  if (out) g_api->ReleaseTensorTypeAndShapeInfo(out);
+  return nullptr;
+}
+
+struct SparseGemmOp : Ort::CustomOpBase<SparseGemmOp, SparseGemmKernel, true> {
+  SparseGemmOp() {
+    OrtCustomOp::version = kOrtApiVersion;
+    OrtCustomOp::InferOutputShapeFn = InferSparseGemmShape;
+  }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    const std::string who = Describe("DCSparseGemm", info);
+    return Guard(who, [&]() -> OrtStatus* {
+      auto k = std::make_unique<SparseGemmKernel>();
+      k->who = who;
+      const Blob blob = ConstantPayload(info, 1);
+      k->w = DecodeSparse(blob.data, blob.size);
+      *kernel = k.release();
+      return nullptr;
+    });
+  }
+  const char* GetName() const { return "DCSparseGemm"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 3; }
+  ONNXTensorElementDataType GetInputType(size_t index) const {
+    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+  }
+  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
+    return index == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
+  }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// ---- DCDecode ---------------------------------------------------------------------------------------------
+
+struct DecodeKernel {
+  std::string who;
+  std::vector<int64_t> dims;
+  std::vector<float> values;
+
+  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
+    return Guard(who, [&]() -> OrtStatus* {
+      Ort::KernelContext ctx(context);
+      Ort::UnownedValue y = ctx.GetOutput(0, dims);
+      if (!values.empty()) std::memcpy(y.GetTensorMutableData<float>(), values.data(), values.size() * sizeof(float));
+      return nullptr;
+    });
+  }
+};
+
+struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
+  DecodeOp() { OrtCustomOp::version = kOrtApiVersion; }
+  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
+    const std::string who = Describe("DCDecode", info);
+    return Guard(who, [&]() -> OrtStatus* {
+      auto k = std::make_unique<DecodeKernel>();
+      k->who = who;
+      const Blob blob = ConstantPayload(info, 0);
+      DenseTensor t = DecodeDense(blob.data, blob.size);
+      for (uint64_t d : t.dims) {
+        if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+          throw InvalidArgument("a dimension of the payload exceeds int64");
+        k->dims.push_back(static_cast<int64_t>(d));
+      }
+      k->values = std::move(t.values);
+      *kernel = k.release();
+      return nullptr;
+    });
+  }
+  const char* GetName() const { return "DCDecode"; }
+  const char* GetExecutionProviderType() const { return "CPUExecutionProvider"; }
+  size_t GetInputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetInputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8; }
+  size_t GetOutputTypeCount() const { return 1; }
+  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
+};
+
+// One domain for the whole process, created on first registration and added to every session options
+// that registers the library. It is never released: sessions may outlive any caller's handle on it.
+OrtStatus* AddDomain(OrtSessionOptions* options) {
+  static SparseGemmOp sparse_gemm;
+  static DecodeOp decode;
+  static std::mutex mutex;
+  static OrtCustomOpDomain* domain = nullptr;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!domain) {
+    OrtCustomOpDomain* d = nullptr;
+    if (OrtStatus* s = g_api->CreateCustomOpDomain(kDomain, &d)) return s;
+    OrtStatus* s = g_api->CustomOpDomain_Add(d, &sparse_gemm);
+    if (!s) s = g_api->CustomOpDomain_Add(d, &decode);
+    if (s) {
+      g_api->ReleaseCustomOpDomain(d);
+      return s;
+    }
+    domain = d;
+  }
+  return g_api->AddCustomOpDomain(options, domain);
+}
+
+}  // namespace
+}  // namespace onnx_dc
+
+extern "C" ONNX_DC_EXPORT OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                                   const OrtApiBase* api_base) {
+  if (api_base == nullptr) return nullptr;  // nothing to report through
+  const OrtApi* api = api_base->GetApi(onnx_dc::kOrtApiVersion);
+  if (api == nullptr) {
+    // Too old a runtime. CreateStatus is the first entry of every OrtApi version, so version 1's table can
+    // report it.
+    const OrtApi* oldest = api_base->GetApi(1);
+    if (oldest == nullptr) return nullptr;
+    const std::string message = std::string("libonnx_dc_ops needs onnxruntime 1.21 or later (C API version ") +
+                                std::to_string(onnx_dc::kOrtApiVersion) + "); this is onnxruntime " +
+                                api_base->GetVersionString();
+    return oldest->CreateStatus(ORT_FAIL, message.c_str());
+  }
+  static std::once_flag once;
+  std::call_once(once, [api] {
+    onnx_dc::g_api = api;
+    Ort::InitApi(api);
+  });
+  try {
+    return onnx_dc::AddDomain(options);
+  } catch (...) {
+    return api->CreateStatus(ORT_FAIL, "onnx_dc: registering the custom operators failed");
+  }
+}

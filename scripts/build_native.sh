@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Build the native side from this checkout, incrementally, and put libonnx_dc_ops.so inside the checkout's
+# package (onnx_dc/libonnx_dc_ops.so), where onnx_dc.get_library_path() finds it. The tests use this.
+#
+#   bash scripts/build_native.sh              Release build in build/native (+ onnx_dc_selftest)
+#   bash scripts/build_native.sh --sanitize   ASan + UBSan build of onnx_dc_selftest in build/asan
+#                                             (the library is not installed from it)
+# Environment: ONNX_DC_BUILD_JOBS (default 2), ONNXRUNTIME_INCLUDE_DIR (see custom_ops/CMakeLists.txt).
+# Concurrent invocations wait for each other (flock on build/.native.lock).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+mode=release
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) mode=asan ;;
+    *) echo "usage: build_native.sh [--sanitize]" >&2; exit 2 ;;
+  esac
+done
+jobs="${ONNX_DC_BUILD_JOBS:-2}"
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+mkdir -p build
+exec 9>build/.native.lock
+flock 9
+
+if [[ $mode == asan ]]; then
+  dir=build/asan
+  if [[ ! -f $dir/CMakeCache.txt ]]; then
+    cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONNX_DC_SANITIZE=ON \
+      -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_ORT_LIBRARY=OFF >/dev/null
+  fi
+  cmake --build "$dir" -j "$jobs" --target onnx_dc_selftest
+  exit 0
+fi
+
+dir=build/native
+if [[ ! -f $dir/CMakeCache.txt ]]; then
+  cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DONNX_DC_BUILD_TESTS=ON >/dev/null
+fi
+cmake --build "$dir" -j "$jobs"
+# Copy only when changed, so an unchanged library keeps its timestamp.
+if ! cmp -s "$dir/libonnx_dc_ops.so" onnx_dc/libonnx_dc_ops.so; then
+  cp "$dir/libonnx_dc_ops.so" onnx_dc/libonnx_dc_ops.so.tmp
+  mv onnx_dc/libonnx_dc_ops.so.tmp onnx_dc/libonnx_dc_ops.so
+fi
