@@ -12,9 +12,10 @@ from .config import (
     CompressOptions, ConfigError, PerKind, index_bits_value, parse_layer_overrides, parse_per_kind,
     sparsity_value, weight_bits_value,
 )
+from .datasets import DatasetError
 from .graph.model_io import ModelError
 
-USER_ERRORS = (ModelError, ConfigError, PayloadError)
+USER_ERRORS = (ModelError, ConfigError, PayloadError, DatasetError)
 
 
 def _console(stderr: bool = False):
@@ -178,6 +179,44 @@ def report(model_path, as_json):
             click.echo(json.dumps(data))
         else:
             print_report(data)
+
+    _run(body)
+
+
+@main.command("eval")
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--data", required=True, metavar="NPZ|fashion-mnist",
+              help="An .npz with arrays named after the model's inputs (and optionally 'labels'), or a data set "
+                   "shortcut for the bundled models: fashion-mnist (test split) or fashion-mnist:train.")
+@click.option("--reference", "reference_path", type=click.Path(), help="Compare outputs with this (original) model.")
+@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object on stdout.")
+def eval_command(model_path, data, reference_path, threads, as_json):
+    """Top-1 accuracy of MODEL on data and, with --reference, agreement and output differences."""
+
+    def body():
+        from .evaluate import evaluate
+
+        metrics = evaluate(model_path, data, reference_path, threads)
+        if as_json:
+            click.echo(json.dumps(metrics))
+            return
+        from rich.table import Table
+
+        console = _console()
+        console.print(f"{model_path} on {data} ({metrics['samples']:,} samples)")
+        table = Table()
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, label, fmt in (("accuracy", "top-1 accuracy", "{:.2%}"),
+                                ("reference_accuracy", "reference top-1 accuracy", "{:.2%}"),
+                                ("agreement", "top-1 agreement with reference", "{:.2%}"),
+                                ("max_abs_diff", "max abs output difference", "{:.3g}"),
+                                ("mean_abs_diff", "mean abs output difference", "{:.3g}"),
+                                ("cosine_similarity", "cosine similarity", "{:.6f}")):
+            if key in metrics:
+                table.add_row(label, fmt.format(metrics[key]))
+        console.print(table)
 
     _run(body)
 
