@@ -48,29 +48,22 @@ def _run(fn):
         _fail(f"unexpected {type(exc).__name__}: {exc} (set ONNX_DC_DEBUG=1 for a traceback)", 4)
 
 
-def _fmt(x, digits=1):
-    return "—" if x is None else f"{x:,.{digits}f}"
-
-
 def print_report(data: dict) -> None:
     from rich.table import Table
 
+    from .report import COLUMNS, table_rows
+
     console = _console()
     table = Table(title="Deep Compression report (P: pruning, Q: quantization, H: Huffman coding)")
-    for col in ("Layer", "Op", "Shape", "#Weights", "Weights% (P)", "Weight bits (P+Q)", "Weight bits (P+Q+H)",
-                "Index bits (P+Q)", "Index bits (P+Q+H)", "Fillers", "Compress rate (P+Q)", "Compress rate (P+Q+H)"):
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col in ("Layer", "Op", "Shape") else "right")
-    for layer in data["layers"]:
-        table.add_row(layer["name"], layer["op"], "×".join(map(str, layer["shape"])), f"{layer['weights']:,}",
-                      f"{layer['kept_pct']:.1f}%", str(layer["weight_bits_pq"]), f"{layer['weight_bits_pqh']:.2f}",
-                      str(layer["index_bits_pq"]), f"{layer['index_bits_pqh']:.2f}", f"{layer['fillers']:,}",
-                      f"{layer['rate_pq']:.1f}x", f"{layer['rate_pqh']:.1f}x")
-    t = data["totals"]
+    rows, total = table_rows(data)
+    for row in rows:
+        table.add_row(*row)
     table.add_section()
-    table.add_row("Total", "", "", f"{t['weights']:,}", f"{t['kept_pct']:.1f}%", "", _fmt(t["weight_bits_pqh"], 2),
-                  "", _fmt(t["index_bits_pqh"], 2), f"{t['fillers']:,}",
-                  _fmt(t["rate_pq"]) + "x", _fmt(t["rate_pqh"]) + "x")
+    table.add_row(*total)
     console.print(table)
+    t = data["totals"]
     if t["fillers"]:
         console.print(f"Filler entries: {t['fillers']:,}, costing {t['filler_bits'] / 8:,.0f} bytes of index stream "
                       f"({100 * t['filler_bits'] / max(8 * t['payload_bytes'], 1):.1f}% of the payloads).")

@@ -90,3 +90,34 @@ def build_report(model: onnx.ModelProto, compressed_bytes: int | None = None) ->
             "ratio": original_file / compressed_bytes if original_file and compressed_bytes else None}
     return {"layers": [asdict(layer) for layer in layers], "totals": totals,
             "skipped": get_metadata(model, META_SKIPPED, []) or [], "file": file}
+
+
+COLUMNS = ("Layer", "Op", "Shape", "#Weights", "Weights% (P)", "Weight bits (P+Q)", "Weight bits (P+Q+H)",
+           "Index bits (P+Q)", "Index bits (P+Q+H)", "Fillers", "Compress rate (P+Q)", "Compress rate (P+Q+H)")
+
+
+def _num(x, fmt):
+    return "—" if x is None else format(x, fmt)
+
+
+def table_rows(data: dict) -> tuple[list[list[str]], list[str]]:
+    """The report's per-layer rows and its total row, formatted (the CLI and the README tables share them)."""
+    rows = []
+    for layer in data["layers"]:
+        rows.append([layer["name"], layer["op"], "×".join(map(str, layer["shape"])), f"{layer['weights']:,}",
+                     f"{layer['kept_pct']:.1f}%", str(layer["weight_bits_pq"]), f"{layer['weight_bits_pqh']:.2f}",
+                     str(layer["index_bits_pq"]), f"{layer['index_bits_pqh']:.2f}", f"{layer['fillers']:,}",
+                     f"{layer['rate_pq']:.1f}x", f"{layer['rate_pqh']:.1f}x"])
+    t = data["totals"]
+    total = ["Total", "", "", f"{t['weights']:,}", f"{t['kept_pct']:.1f}%", "", _num(t["weight_bits_pqh"], ".2f"),
+             "", _num(t["index_bits_pqh"], ".2f"), f"{t['fillers']:,}", _num(t["rate_pq"], ".1f") + "x",
+             _num(t["rate_pqh"], ".1f") + "x"]
+    return rows, total
+
+
+def markdown_table(data: dict) -> str:
+    rows, total = table_rows(data)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(COLUMNS))) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines.append("| " + " | ".join(f"**{c}**" if c else "" for c in total) + " |")
+    return "\n".join(lines)
