@@ -77,7 +77,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             redefined.add(layer.weight_name)
             value_infos.append(helper.make_tensor_value_info(layer.weight_name, onnx.TensorProto.FLOAT,
                                                              list(layer.weight.shape)))
-            records.append({"node": node.name, "op": "DCDecode", "weight": layer.weight_name})
+            records.append({"node": node.name, "op": "Conv", "weight": layer.weight_name})
             continue
         for use in layer.uses:
             inputs = [use.x, payload_name]
