@@ -214,5 +214,21 @@ def eval_command(model_path, data, reference_path, threads, as_json):
     _run(body)
 
 
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder for the PNGs.")
+@click.option("--original", "original_path", type=click.Path(), help="The uncompressed model, to plot the weights before quantization.")
+def plots(model_path, output_dir, original_path):
+    """Per compressed layer: weight distribution and codebook, cluster-index and relative-index distributions."""
+
+    def body():
+        from .plots import plot_layers
+
+        for path in plot_layers(model_path, output_dir, original_path):
+            click.echo(f"Wrote {path}")
+
+    _run(body)
+
+
 if __name__ == "__main__":
     main()
