@@ -105,7 +105,7 @@ def native(lib_path):
 
 def run_python(code: str, lib: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter (so that a crash is a failed test, not a dead test run)."""
-    env = dict(os.environ, ONNX_DC_LIBRARY=lib, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, ONNX_DC_LIBRARY=lib, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -145,7 +145,6 @@ def sparse_gemm_model(blob: bytes, x_shape, bias: np.ndarray | None = None, y_sh
     """One DCSparseGemm node. y_shape: a list for Y's value_info, None for no shape, "infer" for X's
     leading dims + [N] (what the converter writes)."""
     payload = np.frombuffer(blob, dtype=np.uint8)
-    n = python_info(blob).rows
     inits, inputs, node_inputs = [], [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)], ["X", "W"]
     if payload_as_input:
         inputs.append(helper.make_tensor_value_info("W", TensorProto.UINT8, [payload.size]))
@@ -155,7 +154,7 @@ def sparse_gemm_model(blob: bytes, x_shape, bias: np.ndarray | None = None, y_sh
         inits.append(numpy_helper.from_array(np.asarray(bias, dtype=np.float32), "B"))
         node_inputs.append("B")
     if y_shape == "infer":
-        y_shape = None if x_shape is None else list(x_shape[:-1]) + [n]
+        y_shape = None if x_shape is None else list(x_shape[:-1]) + [python_info(blob).rows]
     node = helper.make_node("DCSparseGemm", node_inputs, ["Y"], name="fc", domain="onnx_dc")
     graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape)],
                               inits)

@@ -1,0 +1,137 @@
+"""Bad payloads never crash: session creation fails with a clear onnxruntime error.
+
+Everything that loads a corrupted payload into onnxruntime runs in a subprocess, so that a crash is a
+failed test. The C++ self-test (custom_ops/tests/selftest.cc) drives the reader and kernels through every
+truncation, byte flip and header boundary value of each vector, built once plainly and once with
+AddressSanitizer + UndefinedBehaviorSanitizer, where any out-of-bounds access or undefined behaviour aborts.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_native_runtime import lib_path, random_payload, run_python, selftest_binary  # noqa: F401
+
+VECTORS = Path(__file__).resolve().parent / "vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())["vectors"]
+BAD = [v for v in MANIFEST if not v["valid"]]
+
+_SESSION_SCRIPT = """
+import sys
+import numpy as np
+from onnx_dc.runtime import make_session
+from test_native_runtime import decode_model, sparse_gemm_model
+blob = open(sys.argv[1], "rb").read() if len(sys.argv) > 1 else None
+{setup}
+for op, model in [("DCSparseGemm", sparse_gemm_model(blob, ["M", "K"], y_shape=None)), ("DCDecode", decode_model(blob))]:
+    try:
+        make_session(model, intra_op_threads=2)
+    except Exception as exc:
+        print(op, "ERROR:", exc)
+    else:
+        print(op, "ACCEPTED")
+"""
+
+
+def _sessions(lib, setup: str) -> list[str]:
+    proc = run_python(_SESSION_SCRIPT.format(setup=setup), lib)
+    assert proc.returncode == 0, f"the subprocess died ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-3000:]}"
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("DCSparseGemm", "DCDecode"))]
+    assert len(lines) == 2, proc.stdout
+    return lines
+
+
+@pytest.mark.parametrize("vec", BAD, ids=lambda v: v["file"])
+def test_bad_vector_fails_session_creation(lib_path, vec):
+    path = (VECTORS / vec["file"]).as_posix()
+    for line in _sessions(lib_path, f"blob = open({path!r}, 'rb').read()"):
+        assert "ERROR:" in line, line
+        assert "invalid onnx-dc payload" in line and re.search(vec["error"], line), line
+
+
+CORRUPTIONS = {
+    # name: python statement turning `blob` (a valid 300 x 784 payload) into a bad one
+    "empty": "blob = b''",
+    "header_only": "blob = blob[:80]",
+    "truncated_half": "blob = blob[: len(blob) // 2]",
+    "truncated_by_one": "blob = blob[:-1]",
+    "flip_in_header": "b = bytearray(blob); b[30] ^= 0x40; blob = bytes(b)",
+    "flip_in_stream": "b = bytearray(blob); b[len(b) // 2] ^= 0x01; blob = bytes(b)",
+    "flip_in_crc": "b = bytearray(blob); b[-1] ^= 0x80; blob = bytes(b)",
+    "huge_rows_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<QQ', b, 24, 2**40, 784); "
+                            "struct.pack_into('<Q', b, 80, 2**40); b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); "
+                            "blob = bytes(b)"),
+    "huge_nnz_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<Q', b, 40, 2**62); "
+                           "b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); blob = bytes(b)"),
+    "huge_chunks_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<I', b, 56, 2**32 - 1); "
+                              "b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); blob = bytes(b)"),
+    "garbage": "blob = bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))",
+    "rank4_payload_in_gemm": ("from test_native_runtime import random_payload; "
+                              "blob = random_payload(np.random.default_rng(0), (4, 3, 2, 2), 0.5, 3, 3)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRUPTIONS))
+def test_corrupted_payload_fails_session_creation(lib_path, name):
+    setup = ("from test_native_runtime import random_payload\n"
+             "blob = random_payload(np.random.default_rng(9), (300, 784), 0.1, 5, 5)\n" + CORRUPTIONS[name])
+    lines = _sessions(lib_path, setup)
+    if name == "rank4_payload_in_gemm":
+        assert "rank-2" in lines[0] and "ACCEPTED" in lines[1], lines
+        return
+    for line in lines:
+        assert "ERROR:" in line and "invalid onnx-dc payload" in line, line
+
+
+def test_payload_must_be_a_constant(lib_path):
+    code = """
+import numpy as np
+from onnx_dc.runtime import make_session
+from test_native_runtime import random_payload, sparse_gemm_model
+blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
+try:
+    make_session(sparse_gemm_model(blob, ["M", 50], payload_as_input=True))
+except Exception as exc:
+    print("ERROR:", exc)
+"""
+    proc = run_python(code, lib_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "must be a constant initializer" in proc.stdout, proc.stdout
+
+
+# ---- the C++ self-test, plain and under AddressSanitizer + UBSan -------------------------------------------------
+
+def _selftest_inputs(tmp_path) -> list[str]:
+    files = [str(VECTORS / v["file"]) for v in MANIFEST if v["valid"]]
+    rng = np.random.default_rng(11)
+    extra = {
+        "lenet_fc1": random_payload(rng, (300, 784), 0.08, 5, 5, chunk_symbols=512),
+        "fillers": random_payload(rng, (20, 3000), 0.005, 4, 2),
+        "wide_k": random_payload(rng, (3, 70000), 0.0005, 3, 16),
+        "rank1": random_payload(rng, (40,), 0.5, 2, 2),
+    }
+    for name, blob in extra.items():
+        path = tmp_path / f"{name}.bin"
+        path.write_bytes(blob)
+        files.append(str(path))
+    return files
+
+
+@pytest.mark.parametrize("sanitized", [False, True], ids=["plain", "asan_ubsan"])
+def test_cpp_selftest_on_corrupted_payloads(tmp_path, sanitized):
+    exe = selftest_binary(sanitized)
+    env = {"ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:allocator_may_return_null=1",
+           "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([str(exe), "--random", "1500" if sanitized else "3000", *_selftest_inputs(tmp_path)],
+                          capture_output=True, text=True, timeout=1800, env=env)
+    report = proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, report
+    last = proc.stdout.strip().splitlines()[-1]
+    match = re.fullmatch(r"onnx_dc_selftest: (\d+) checks ok, 0 failed", last)
+    assert match and int(match.group(1)) > 10000, report
+    assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr, report

@@ -1,0 +1,198 @@
+"""DCSparseGemm in onnxruntime with libonnx_dc_ops.so: numerics, threads, shapes, shape inference, errors.
+
+Oracles: numpy on the matrix the Python reader decodes (float64 accumulation, tolerance relative to the
+size of the terms), and the library's scalar reference kernel (the fast path must equal it bit for bit:
+both sum in the order gemm.h fixes). Results must be bit-identical for 1 and 2 intra-op threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onnx_dc.runtime import make_session
+from test_native_runtime import (  # noqa: F401
+    lib_path, native, python_dense, random_payload, run_python, sparse_gemm_model,
+)
+
+
+def _expected(x, dense, bias):
+    """float64 product and the magnitude of its terms (for a tolerance that scales with them)."""
+    x64, w64 = x.astype(np.float64), dense.astype(np.float64)
+    y = x64 @ w64.T
+    mag = np.abs(x64) @ np.abs(w64).T
+    if bias is not None:
+        y = y + bias
+        mag = mag + np.abs(bias)
+    return y, mag
+
+
+def _check_close(got, x, dense, bias):
+    y, mag = _expected(x, dense, bias)
+    assert got.shape == y.shape and got.dtype == np.float32
+    err = np.abs(got - y)
+    assert np.all(err <= 1e-5 * mag + 1e-6), f"max error {err.max()} (terms up to {mag.max()})"
+
+
+def _run(blob, x, bias, threads):
+    model = sparse_gemm_model(blob, [f"d{i}" for i in range(x.ndim - 1)] + [x.shape[-1]], bias=bias)
+    sess = make_session(model, intra_op_threads=threads)
+    return sess.run(None, {"X": x})[0]
+
+
+CASES = [
+    # (N, K), density, weight bits, index bits, x leading dims
+    ((30, 50), 0.2, 4, 5, (4,)),
+    ((300, 784), 0.1, 5, 5, (1,)),
+    ((300, 784), 0.1, 5, 5, (64,)),  # parallel path, tile kernel
+    ((100, 300), 0.08, 5, 5, (3, 7)),  # rank-3 X
+    ((10, 100), 0.5, 2, 3, ()),  # rank-1 X
+    ((257, 513), 0.35, 8, 8, (9,)),  # tile + single-row remainder
+    ((64, 1000), 0.01, 3, 1, (17,)),  # filler-heavy payload
+    ((48, 64), 0.0, 3, 3, (5,)),  # every weight pruned: Y = B
+    ((48, 64), 1.0, 6, 4, (2, 2, 2)),  # nothing pruned, rank-4 X
+    ((6, 70000), 0.002, 4, 16, (3,)),  # K > 65536: 32-bit columns
+    ((1, 1), 1.0, 1, 1, (2,)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0][0]}x{c[0][1]}-d{c[1]}-x{c[4]}" for c in CASES])
+@pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
+def test_matches_numpy_and_is_thread_count_independent(lib_path, case, with_bias):
+    (n, k), density, wb, ib, lead = case
+    rng = np.random.default_rng(hash((n, k, density, lead)) % 2**32)
+    blob = random_payload(rng, (n, k), density, wb, ib)
+    dense = python_dense(blob)
+    x = rng.standard_normal(lead + (k,)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    y1 = _run(blob, x, bias, threads=1)
+    y2 = _run(blob, x, bias, threads=2)
+    assert y1.shape == lead + (n,)
+    _check_close(y1, x, dense, bias)
+    assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32)), "1 and 2 threads differ"
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 7, 8, 9, 16, 17, 64, 65])
+def test_fast_kernel_equals_reference_kernel(native, m):
+    rng = np.random.default_rng(m)
+    blob = random_payload(rng, (123, 345), 0.15, 5, 4)
+    x = rng.standard_normal((m, 345)).astype(np.float32)
+    bias = rng.standard_normal(123).astype(np.float32)
+    for b in (None, bias):
+        ref = native.spmm(blob, x, b, kernel="reference")
+        fast = native.spmm(blob, x, b, kernel="fast")
+        assert np.array_equal(ref.view(np.uint32), fast.view(np.uint32))
+        _check_close(ref, x, python_dense(blob), b)
+
+
+def test_batch_rows_do_not_depend_on_batch_size(lib_path):
+    """The summation order is per output, so a row of Y is the same whatever else is in the batch."""
+    rng = np.random.default_rng(7)
+    blob = random_payload(rng, (200, 400), 0.1, 5, 5)
+    x = rng.standard_normal((33, 400)).astype(np.float32)
+    sess = make_session(sparse_gemm_model(blob, ["M", 400]), intra_op_threads=2)
+    full = sess.run(None, {"X": x})[0]
+    for lo, hi in [(0, 1), (5, 6), (3, 11), (0, 17), (30, 33)]:
+        part = sess.run(None, {"X": x[lo:hi]})[0]
+        assert np.array_equal(part, full[lo:hi])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(1, 90), k=st.integers(1, 200), density=st.floats(0, 1), wb=st.integers(1, 8),
+       ib=st.integers(1, 9), lead=st.lists(st.integers(0, 5), max_size=2), with_bias=st.booleans(),
+       huffman=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_layers(lib_path, n, k, density, wb, ib, lead, with_bias, huffman, seed):
+    rng = np.random.default_rng(seed)
+    blob = random_payload(rng, (n, k), density, wb, ib, huffman=huffman, chunk_symbols=int(rng.integers(4, 200)))
+    x = rng.standard_normal(tuple(lead) + (k,)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    y1 = _run(blob, x, bias, 1)
+    _check_close(y1, x, python_dense(blob), bias)
+    assert np.array_equal(y1, _run(blob, x, bias, 2))
+
+
+def test_runs_repeatedly_and_concurrently(lib_path):
+    """Decoded once per session; runs share the execution format read-only (threads calling run at once)."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(3)
+    blob = random_payload(rng, (256, 512), 0.1, 5, 5)
+    sess = make_session(sparse_gemm_model(blob, ["M", 512]), intra_op_threads=2)
+    xs = [rng.standard_normal((m, 512)).astype(np.float32) for m in (1, 8, 20, 64) * 4]
+    expected = [sess.run(None, {"X": x})[0] for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: sess.run(None, {"X": x})[0], xs))
+    for e, g in zip(expected, got):
+        assert np.array_equal(e, g)
+
+
+# ---- shape inference -------------------------------------------------------------------------------------------
+
+def _output_shape(model):
+    return make_session(model, intra_op_threads=1).get_outputs()[0].shape
+
+
+def test_shape_inference_keeps_leading_dims_and_value_info_gives_n(lib_path):
+    blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
+    # The converter's value_info: fully known.
+    assert _output_shape(sparse_gemm_model(blob, ["batch", 50])) == ["batch", 30]
+    assert _output_shape(sparse_gemm_model(blob, [2, 3, 50])) == [2, 3, 30]
+    # Without a value_info for Y: leading dims from X, N symbolic (the payload is invisible to shape inference).
+    shape = _output_shape(sparse_gemm_model(blob, ["batch", 7, 50], y_shape=None))
+    assert shape[:2] == ["batch", 7] and isinstance(shape[2], str)
+    shape = _output_shape(sparse_gemm_model(blob, [None, 50], y_shape=None))
+    assert len(shape) == 2 and all(isinstance(d, str) for d in shape)
+
+
+def test_downstream_shape_inference_sees_the_value_info(lib_path):
+    """A standard op after DCSparseGemm gets Y's full shape (here: Softmax output is fully known)."""
+    import onnx
+    from onnx import TensorProto, helper
+    blob = random_payload(np.random.default_rng(1), (10, 20), 0.3, 3, 3)
+    model = onnx.load_from_string(sparse_gemm_model(blob, ["batch", 20]))
+    model.graph.node.append(helper.make_node("Softmax", ["Y"], ["Z"], axis=-1))
+    model.graph.value_info.append(model.graph.output[0])
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("Z", TensorProto.FLOAT, None))
+    sess = make_session(model, intra_op_threads=1)
+    x = np.random.default_rng(0).standard_normal((4, 20)).astype(np.float32)
+    z = sess.run(None, {"X": x})[0]
+    assert z.shape == (4, 10)
+    np.testing.assert_allclose(z.sum(axis=-1), 1.0, rtol=1e-5)
+
+
+# ---- run-time errors (clean onnxruntime errors, in a subprocess so a crash fails the test) -------------------
+
+_ERROR_SCRIPT = """
+import numpy as np, onnxruntime as ort
+from onnx_dc.runtime import make_session
+from test_native_runtime import random_payload, sparse_gemm_model
+blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
+model = sparse_gemm_model(blob, {x_decl!r}, bias={bias})
+try:
+    sess = make_session(model, intra_op_threads=2)
+    sess.run(None, {{"X": {x}}})
+except Exception as exc:
+    print("ERROR:", type(exc).__name__, exc)
+else:
+    print("NO ERROR")
+"""
+
+RUN_ERRORS = {
+    "wrong_k": (None, "np.ones((2, 49), np.float32)", "None", "last dimension is 49 but the payload's K is 50"),
+    "wrong_k_rank3": (None, "np.ones((2, 3, 51), np.float32)", "None", "last dimension is 51"),
+    "scalar_x": (None, "np.array(1.0, np.float32)", "None", "rank >= 1"),
+    "bias_wrong_length": (["M", 50], "np.ones((2, 50), np.float32)", "np.ones(29, np.float32)", "B must have shape \\[N\\] = \\[30\\]"),
+    "bias_wrong_rank": (["M", 50], "np.ones((2, 50), np.float32)", "np.ones((1, 30), np.float32)", "B must have shape"),
+    "x_double": (["M", 50], "np.ones((2, 50))", "None", "tensor\\(double\\)|Unexpected input data type|float"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_ERRORS))
+def test_bad_inputs_give_onnxruntime_errors(lib_path, name):
+    import re
+    x_decl, x, bias, pattern = RUN_ERRORS[name]
+    proc = run_python(_ERROR_SCRIPT.format(x_decl=x_decl, x=x, bias=bias), lib_path)
+    assert proc.returncode == 0, f"the subprocess died ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    assert "ERROR:" in proc.stdout, proc.stdout
+    assert re.search(pattern, proc.stdout), proc.stdout
