@@ -57,13 +57,11 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial" "$tmp/deb"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-if [[ -f "$keyring" ]] && gpg --show-keys "$keyring" 2>/dev/null | grep -q '13/trixie'; then
-  echo "deb [signed-by=$keyring] $mirror trixie main" > "$tmp/sources.list"
-else
-  # Older keyrings lack the trixie keys; refresh the keyring package first.
-  apt-get update >/dev/null && apt-get install -y --no-install-recommends debian-archive-keyring >/dev/null || true
-  echo "deb [signed-by=$keyring] $mirror trixie main" > "$tmp/sources.list"
+if [[ ! -f /usr/share/keyrings/debian-archive-trixie-automatic.gpg ]]; then
+  # Keyrings older than Debian 12.x's 2023.3+deb12u2 lack Debian 13's keys: update the keyring package.
+  apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends debian-archive-keyring >/dev/null || true
 fi
+echo "deb [signed-by=$keyring] $mirror trixie main" > "$tmp/sources.list"
 opts=(
   -o "Dir::Etc::SourceList=$tmp/sources.list"
   -o "Dir::Etc::SourceParts=/dev/null"
