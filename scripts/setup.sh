@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one set-up script for a fresh machine (Debian 12 or 13; CI runs it as root on a clean clone).
 # Idempotent: on a machine that is already set up it only checks, and rebuilds what changed.
-#   1. apt packages the build needs, if missing: g++, cmake (>= 3.18), ninja
+#   1. apt packages, if missing: g++, cmake (>= 3.18), ninja; dataset-fashion-mnist (the bundled models' data)
 #   2. onnxruntime's C/C++ headers into .deps/onnxruntime (scripts/fetch_ort_headers.sh)
 #   3. the Python package, editable, with its test extras (pip; the package's own build is skipped here,
 #      the library comes from step 4)
@@ -31,6 +31,8 @@ cmake_ok() {
   [[ "$(printf '%s\n3.18\n' "$v" | sort -V | head -1)" == "3.18" ]]
 }
 cmake_ok || pkgs+=(cmake)
+# Fashion-MNIST for the bundled models' accuracy (onnx_dc/datasets.py), unless pointed elsewhere.
+[[ -d "${ONNX_DC_FASHION_MNIST:-/usr/share/datasets/fashion-mnist}" ]] || pkgs+=(dataset-fashion-mnist)
 if (( ${#pkgs[@]} )); then
   echo "setup.sh: installing ${pkgs[*]}"
   as_root apt-get update -q >/dev/null

@@ -1,0 +1,43 @@
+"""`pip install .` builds the library and puts it inside the package: build the wheel, look inside, and
+run a compressed layer with the library taken from the wheel."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from test_native_runtime import IN_CI, REPO, _have_toolchain, _headers_available, run_python
+
+
+def test_wheel_carries_the_library(tmp_path):
+    if not (_have_toolchain() and _headers_available()):
+        if IN_CI:
+            pytest.fail("CI=true but the wheel cannot be built (no toolchain or onnxruntime headers)")
+        pytest.skip("no toolchain or onnxruntime headers: run `bash scripts/setup.sh`")
+    pytest.importorskip("scikit_build_core")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path)], capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (wheel,) = tmp_path.glob("onnx_dc-*.whl")
+    assert "-py3-none-linux_" in wheel.name  # no libpython dependency: one wheel per platform
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        assert "onnx_dc/libonnx_dc_ops.so" in names
+        assert "onnx_dc/runtime.py" in names
+        zf.extract("onnx_dc/libonnx_dc_ops.so", tmp_path / "unpacked")
+    lib = tmp_path / "unpacked" / "onnx_dc" / "libonnx_dc_ops.so"
+    code = """
+import numpy as np
+from onnx_dc.runtime import get_library_path, make_session
+from test_native_runtime import python_dense, random_payload, sparse_gemm_model
+blob = random_payload(np.random.default_rng(2), (20, 30), 0.4, 4, 4)
+x = np.random.default_rng(3).standard_normal((5, 30)).astype(np.float32)
+y = make_session(sparse_gemm_model(blob, ["M", 30])).run(None, {"X": x})[0]
+assert np.allclose(y, x @ python_dense(blob).T, rtol=1e-5, atol=1e-5)
+print("OK", get_library_path())
+"""
+    proc = run_python(code, str(lib))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"OK {lib}"
