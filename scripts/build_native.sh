@@ -3,8 +3,9 @@
 # package (onnx_dc/libonnx_dc_ops.so), where onnx_dc.get_library_path() finds it. The tests use this.
 #
 #   bash scripts/build_native.sh              Release build in build/native (+ onnx_dc_selftest)
-#   bash scripts/build_native.sh --sanitize   ASan + UBSan build of onnx_dc_selftest in build/asan
-#                                             (the library is not installed from it)
+#   bash scripts/build_native.sh --sanitize   ASan + UBSan build in build/asan: onnx_dc_selftest, and
+#                                             libonnx_dc_ops.so if the headers are there (not installed;
+#                                             load it with LD_PRELOAD=libasan, see tests/test_native_corruption.py)
 # Environment: ONNX_DC_BUILD_JOBS (default 2), ONNXRUNTIME_INCLUDE_DIR (see custom_ops/CMakeLists.txt).
 # Concurrent invocations wait for each other (flock on build/.native.lock).
 set -euo pipefail
@@ -24,20 +25,22 @@ mkdir -p build
 exec 9>build/.native.lock
 flock 9
 
+have_headers=OFF
+for d in "${ONNXRUNTIME_INCLUDE_DIR:-}" .deps/onnxruntime/include /usr/include/onnxruntime; do
+  [[ -n "$d" && -f "$d/onnxruntime_c_api.h" ]] && have_headers=ON
+done
+
 if [[ $mode == asan ]]; then
+  # The self-test, and the library too when onnxruntime's headers are there (for LD_PRELOAD=libasan runs).
   dir=build/asan
-  if [[ ! -f $dir/CMakeCache.txt ]]; then
-    cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONNX_DC_SANITIZE=ON \
-      -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_ORT_LIBRARY=OFF >/dev/null
-  fi
-  cmake --build "$dir" -j "$jobs" --target onnx_dc_selftest
+  cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONNX_DC_SANITIZE=ON \
+    -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_ORT_LIBRARY="$have_headers" >/dev/null
+  cmake --build "$dir" -j "$jobs"
   exit 0
 fi
 
 dir=build/native
-if [[ ! -f $dir/CMakeCache.txt ]]; then
-  cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DONNX_DC_BUILD_TESTS=ON >/dev/null
-fi
+cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DONNX_DC_BUILD_TESTS=ON >/dev/null
 cmake --build "$dir" -j "$jobs"
 # Copy only when changed, so an unchanged library keeps its timestamp.
 if ! cmp -s "$dir/libonnx_dc_ops.so" onnx_dc/libonnx_dc_ops.so; then

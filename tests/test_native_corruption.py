@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_native_runtime import lib_path, random_payload, run_python, selftest_binary  # noqa: F401
+from test_native_runtime import REPO, lib_path, random_payload, run_python, selftest_binary  # noqa: F401
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())["vectors"]
@@ -135,3 +136,61 @@ def test_cpp_selftest_on_corrupted_payloads(tmp_path, sanitized):
     match = re.fullmatch(r"onnx_dc_selftest: (\d+) checks ok, 0 failed", last)
     assert match and int(match.group(1)) > 10000, report
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr, report
+
+
+# ---- the library itself under ASan + UBSan, inside onnxruntime (LD_PRELOAD=libasan into python) -----------------
+
+_ASAN_SCRIPT = """
+import glob
+import numpy as np
+from onnx_dc.runtime import make_session
+from test_native_runtime import decode_model, random_payload, sparse_gemm_model
+rejected = 0
+for path in sorted(glob.glob("tests/vectors/*.bin")):
+    blob = open(path, "rb").read()
+    for model in (sparse_gemm_model(blob, ["M", "K"], y_shape=None), decode_model(blob)):
+        try:
+            sess = make_session(model, intra_op_threads=2)
+        except Exception:
+            rejected += 1
+            continue
+print("rejected", rejected)
+rng = np.random.default_rng(0)
+for dims, density, ib in [((300, 784), 0.1, 5), ((64, 1000), 0.01, 2), ((5, 70000), 0.001, 16), ((40, 70), 1.0, 4)]:
+    blob = random_payload(rng, dims, density, 4, ib, chunk_symbols=256)
+    for threads in (1, 2):
+        sess = make_session(sparse_gemm_model(blob, ["M", dims[1]], bias=np.ones(dims[0], np.float32)),
+                            intra_op_threads=threads)
+        for m in (1, 2, 8, 9, 64):
+            sess.run(None, {"X": rng.standard_normal((m, dims[1])).astype(np.float32)})
+        try:
+            sess.run(None, {"X": np.ones((2, dims[1] + 1), np.float32)})
+        except Exception:
+            pass
+    make_session(decode_model(blob)).run(None, {})
+print("done")
+"""
+
+
+def test_library_in_onnxruntime_under_asan(tmp_path):
+    """The sanitized library loaded into onnxruntime: every bad vector rejected, kernels run, no report."""
+    import os
+    import shutil
+    exe = selftest_binary(sanitized=True)
+    lib = exe.parent / "libonnx_dc_ops.so"
+    if not lib.is_file():
+        pytest.skip("the sanitized library was not built (no onnxruntime headers)")
+    cxx = shutil.which("g++") or shutil.which("c++")
+    preload = [os.path.realpath(subprocess.run([cxx, f"-print-file-name={name}"], capture_output=True, text=True,
+                                               check=True).stdout.strip()) for name in ("libasan.so", "libstdc++.so")]
+    env = dict(os.environ, LD_PRELOAD=" ".join(preload),
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=0:exitcode=97",  # python itself keeps memory at exit
+               UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98")
+    proc = subprocess.run([sys.executable, "-c", _ASAN_SCRIPT], cwd=REPO, capture_output=True, text=True,
+                          timeout=900, env=dict(env, ONNX_DC_LIBRARY=str(lib),
+                                                PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}"))
+    report = proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert proc.returncode == 0, report
+    bad = sum(1 for v in MANIFEST if not v["valid"])
+    assert f"rejected {2 * bad + 1}" in proc.stdout, report  # + the rank-4 vector in DCSparseGemm
+    assert "done" in proc.stdout and "AddressSanitizer" not in proc.stderr and "runtime error" not in proc.stderr, report
