@@ -196,7 +196,8 @@ struct SparseGemmKernel {
       scratch = static_cast<float*>(p);
     }
     SpmmJob job{&w, &plan, xd, scratch, bias, y};
-    const uint64_t work = m * (w.nnz + w.rows);
+    uint64_t work;  // multiply-adds (+ one per output); saturates instead of wrapping
+    if (__builtin_mul_overflow(m, w.nnz + w.rows, &work)) work = ~uint64_t{0};
     OrtStatus* status = nullptr;
     if (plan.tasks() <= 1 || work < kParallelMinWork) {
       for (size_t u = 0; u < plan.units; ++u) PackUnit(plan, xd, u, scratch);
