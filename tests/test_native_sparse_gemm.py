@@ -196,3 +196,22 @@ def test_bad_inputs_give_onnxruntime_errors(lib_path, name):
     assert proc.returncode == 0, f"the subprocess died ({proc.returncode}):\n{proc.stderr[-3000:]}"
     assert "ERROR:" in proc.stdout, proc.stdout
     assert re.search(pattern, proc.stdout), proc.stdout
+
+
+def test_bias_absent_by_empty_name_or_given_at_run_time(lib_path):
+    """Input 2 is optional: an empty name means no bias; a bias that is a graph input works too."""
+    import onnx
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(4)
+    blob = random_payload(rng, (12, 20), 0.4, 3, 3)
+    dense = python_dense(blob)
+    x = rng.standard_normal((3, 20)).astype(np.float32)
+    model = onnx.load_from_string(sparse_gemm_model(blob, ["M", 20]))
+    model.graph.node[0].input.append("")
+    y = make_session(model, intra_op_threads=1).run(None, {"X": x})[0]
+    _check_close(y, x, dense, None)
+    model.graph.node[0].input[2] = "B"
+    model.graph.input.append(helper.make_tensor_value_info("B", TensorProto.FLOAT, [12]))
+    bias = rng.standard_normal(12).astype(np.float32)
+    y = make_session(model, intra_op_threads=1).run(None, {"X": x, "B": bias})[0]
+    _check_close(y, x, dense, bias)
