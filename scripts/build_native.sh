@@ -34,7 +34,7 @@ if [[ $mode == asan ]]; then
   # The self-test, and the library too when onnxruntime's headers are there (for LD_PRELOAD=libasan runs).
   dir=build/asan
   cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONNX_DC_SANITIZE=ON \
-    -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_ORT_LIBRARY="$have_headers" >/dev/null
+    -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_FUZZER=ON -DONNX_DC_BUILD_ORT_LIBRARY="$have_headers" >/dev/null
   cmake --build "$dir" -j "$jobs"
   exit 0
 fi

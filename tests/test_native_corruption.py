@@ -136,6 +136,11 @@ def test_cpp_selftest_on_corrupted_payloads(tmp_path, sanitized):
     match = re.fullmatch(r"onnx_dc_selftest: (\d+) checks ok, 0 failed", last)
     assert match and int(match.group(1)) > 10000, report
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr, report
+    if sanitized:  # the fuzz target's replay driver over the same inputs (GCC has no libFuzzer)
+        inputs = _selftest_inputs(tmp_path)
+        proc = subprocess.run([str(exe.parent / "fuzz_payload"), *inputs], capture_output=True, text=True,
+                              timeout=600, env=env)
+        assert proc.returncode == 0 and f"replayed {len(inputs)} inputs" in proc.stdout, proc.stdout + proc.stderr[-4000:]
 
 
 # ---- the library itself under ASan + UBSan, inside onnxruntime (LD_PRELOAD=libasan into python) -----------------
