@@ -71,15 +71,9 @@ def compress(
     _check_override_names(options, layers, skipped)
     payloads = {}
     compressed = []
-    for i, layer in enumerate(layers):
-        if progress:
-            progress(layer.weight_name, i, len(layers))
-        policy = _policy(layer, options)
-        try:
-            packed = compress_tensor(layer.weight, policy.sparsity, policy.bits, policy.index_bits,
-                                     init=options.init, seed=options.seed, huffman=options.huffman)
-        except ValueError as exc:
-            skipped.append(Skipped(layer.weight_name, layer.op_label, str(exc)))
+    for layer, packed in _compress_layers(model, layers, options, progress):
+        if isinstance(packed, str):
+            skipped.append(Skipped(layer.weight_name, layer.op_label, packed))
             continue
         if len(packed.payload) >= layer.weight.nbytes:
             skipped.append(Skipped(layer.weight_name, layer.op_label,
@@ -88,8 +82,6 @@ def compress(
             continue
         payloads[layer.weight_name] = packed.payload
         compressed.append(layer)
-    if progress:
-        progress("", len(layers), len(layers))
     if not compressed and not options.allow_unchanged:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) or "it has no Gemm, MatMul or Conv layer"
         raise NothingToCompress(f"no layer of the model can be compressed ({reasons})")
@@ -104,6 +96,31 @@ def compress(
     _check(new_model)
     save_model_atomic(new_model, output)
     return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), skipped)
+
+
+def _compress_layers(model, layers, options: CompressOptions, progress):
+    """(layer, packed tensor or the reason it could not be compressed) for each layer."""
+    policies = [_policy(layer, options) for layer in layers]
+    if options.calibration:
+        from .calibrated import compress_calibrated
+        from .evaluate import load_data
+
+        feeds, _ = load_data(options.calibration, model)
+        fitted = compress_calibrated(model, layers, policies, feeds, init=options.init, seed=options.seed,
+                                     huffman=options.huffman, prune_method=options.prune_method, progress=progress)
+        return [(f.layer, f.packed) for f in fitted]
+    out = []
+    for i, (layer, policy) in enumerate(zip(layers, policies)):
+        if progress:
+            progress(layer.weight_name, i, len(layers))
+        try:
+            out.append((layer, compress_tensor(layer.weight, policy.sparsity, policy.bits, policy.index_bits,
+                                               init=options.init, seed=options.seed, huffman=options.huffman)))
+        except ValueError as exc:
+            out.append((layer, str(exc)))
+    if progress:
+        progress("", len(layers), len(layers))
+    return out
 
 
 def _check(model: onnx.ModelProto) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .codec.cluster import INIT_METHODS
+from .codec.refit import PRUNE_METHODS
 
 KINDS = ("fc", "conv")
 MAX_WEIGHT_BITS = 8
@@ -94,6 +95,8 @@ class CompressOptions:
     seed: int = 0
     min_weights: int = 256  # smaller layers are left alone: their payload overhead would dominate
     allow_unchanged: bool = False  # write the model even if no layer was compressed
+    calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
+    prune_method: str = "obs"  # with calibration data: "obs" (output-error saliency) or "magnitude"
 
     def __post_init__(self):
         for kind in KINDS:
@@ -106,6 +109,9 @@ class CompressOptions:
             weight_bits_value(value, f"--layer-bits {name}")
         if self.init not in INIT_METHODS:
             raise ConfigError(f"--init: unknown method {self.init!r}; choose one of {', '.join(INIT_METHODS)}")
+        if self.prune_method not in PRUNE_METHODS:
+            raise ConfigError(f"--prune-method: unknown method {self.prune_method!r}; choose one of "
+                              f"{', '.join(PRUNE_METHODS)}")
         if self.min_weights < 0:
             raise ConfigError("--min-weights must be >= 0")
 

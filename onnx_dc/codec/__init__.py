@@ -10,7 +10,7 @@ from .payload import PayloadError, PayloadInfo, WriteStats, decode_dense, read_i
 from .prune import prune_mask_by_fraction, prune_mask_by_threshold
 
 __all__ = [
-    "INIT_METHODS", "CompressedTensor", "PayloadError", "PayloadInfo", "compress_tensor", "decode_dense",
+    "INIT_METHODS", "CompressedTensor", "PayloadError", "PayloadInfo", "compress_tensor", "decode_dense", "pack_tensor",
     "read_info", "read_payload", "write_payload",
 ]
 
@@ -49,9 +49,15 @@ def compress_tensor(
     matrix_mask = mask.reshape(weight.shape[0], -1) if weight.size else mask.reshape(weight.shape[0], 0)
     kept = weight.reshape(matrix_mask.shape)[matrix_mask]  # row-major order, as the payload stores them
     clustering = kmeans_1d(kept, 1 << bits, init=init, seed=seed)
-    payload, stats = write_payload(
-        weight.shape, matrix_mask, clustering.labels, clustering.codebook, bits, index_bits, huffman_coded=huffman
-    )
+    return pack_tensor(weight.shape, matrix_mask, clustering.labels, clustering.codebook, bits, index_bits, huffman)
+
+
+def pack_tensor(shape, mask: np.ndarray, labels: np.ndarray, codebook: np.ndarray, bits: int, index_bits: int,
+                huffman: bool = True) -> CompressedTensor:
+    """Pack an already pruned and clustered tensor: `mask` [rows, cols] (rows = shape[0]), `labels` the
+    cluster index of each kept entry in row-major order."""
+    matrix_mask = np.asarray(mask, dtype=bool).reshape(shape[0], -1)
+    payload, stats = write_payload(tuple(shape), matrix_mask, labels, codebook, bits, index_bits, huffman_coded=huffman)
     dense = np.zeros(matrix_mask.shape, dtype=np.float32)
-    dense[matrix_mask] = clustering.codebook[clustering.labels]
-    return CompressedTensor(payload, dense.reshape(weight.shape), int(kept.size), stats)
+    dense[matrix_mask] = np.asarray(codebook, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+    return CompressedTensor(payload, dense.reshape(shape), int(matrix_mask.sum()), stats)

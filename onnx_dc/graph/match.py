@@ -34,6 +34,8 @@ class Layer:
     kind: str  # "fc" or "conv"
     weight: np.ndarray  # fc: W [N, K] (alpha applied); conv: the kernel as stored
     uses: list = field(default_factory=list)  # FcUse for fc; the consuming nodes for conv
+    conv_bias: np.ndarray | None = None  # conv with one consumer: its bias (zeros if it has none)
+    new_conv_bias: np.ndarray | None = None  # set by data-aware compression: the refitted conv bias
 
     @property
     def names(self) -> set[str]:
@@ -264,4 +266,12 @@ def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
     for node in nodes:
         if int(_attr(node, "group", 1)) != 1:
             return None, "grouped or depthwise Conv (group > 1) is not compressed yet"
-    return Layer(weight_name, "conv", value, list(nodes)), None
+    bias = None
+    if len(nodes) == 1:
+        node = nodes[0]
+        if len(node.input) > 2 and node.input[2]:
+            bias = index.constant(node.input[2])
+            bias = bias.astype(np.float32) if bias is not None and bias.shape == (value.shape[0],) else None
+        else:
+            bias = np.zeros(value.shape[0], np.float32)
+    return Layer(weight_name, "conv", value, list(nodes), conv_bias=bias), None

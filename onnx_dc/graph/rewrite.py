@@ -78,6 +78,18 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             value_infos.append(helper.make_tensor_value_info(layer.weight_name, onnx.TensorProto.FLOAT,
                                                              list(layer.weight.shape)))
             records.append({"node": node.name, "op": "Conv", "weight": layer.weight_name})
+            if layer.new_conv_bias is not None:
+                (conv,) = layer.uses
+                bias_name = names.fresh(f"{layer.weight_name}_dc_bias")
+                new_inits.append(numpy_helper.from_array(layer.new_conv_bias.astype(np.float32), bias_name))
+                patched = onnx.NodeProto()
+                patched.CopyFrom(conv)
+                if len(patched.input) > 2:
+                    detached.add(patched.input[2])
+                    patched.input[2] = bias_name
+                else:
+                    patched.input.append(bias_name)
+                replace[by_id[id(conv)]] = [patched]
             continue
         for use in layer.uses:
             inputs = [use.x, payload_name]
