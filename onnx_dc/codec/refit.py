@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+from threadpoolctl import threadpool_limits
 
 from .cluster import kmeans_1d
 from .prune import keep_count
@@ -89,11 +90,13 @@ class Reconstruction:
 def _refit_rows(h: np.ndarray, g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Exact least squares of each row's survivors: w'_S = H_SS⁻¹ g_S."""
     out = np.zeros(g.shape, dtype=np.float64)
-    for n in range(g.shape[0]):
-        s = np.flatnonzero(mask[n])
-        if s.size:
-            out[n, s] = scipy.linalg.solve(h[np.ix_(s, s)], g[n, s], assume_a="pos", check_finite=False)
+    with _one_blas_thread():
+        for n in range(g.shape[0]):
+            s = np.flatnonzero(mask[n])
+            if s.size:
+                out[n, s] = scipy.linalg.solve(h[np.ix_(s, s)], g[n, s], assume_a="pos", check_finite=False)
     return out
+
 
 
 def prune_reconstruct(weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats, sparsity: float,
@@ -125,8 +128,8 @@ def prune_reconstruct(weight: np.ndarray, bias: np.ndarray | None, stats: LayerS
     keep = keep_count(w.size, sparsity)
     if method == "sparsegpt":
         mask = _sparsegpt_mask(w_star, hinv, keep)
-    elif method == "obs" and n_rows * (k * (1 - sparsity) ** 0.5) ** 3 <= ITERATIVE_FLOP_BUDGET:
-        mask = _iterative_obs_mask(h, g, w_star, keep)
+    elif method == "obs" and n_rows * (4 * keep / n_rows) ** 3 <= ITERATIVE_FLOP_BUDGET:
+        mask = _iterative_obs_mask(h, g, w_star, hinv, keep)
     else:
         saliency = w_star**2 / np.diag(hinv)[None, :] if method == "obs" else np.abs(w_star)
         mask = _top(saliency, keep)
@@ -142,23 +145,49 @@ def _top(saliency: np.ndarray, keep: int) -> np.ndarray:
     return mask.reshape(saliency.shape)
 
 
-def _iterative_obs_mask(h: np.ndarray, g: np.ndarray, w_star: np.ndarray, keep: int) -> np.ndarray:
-    n_rows, k = w_star.shape
-    mask = np.ones(w_star.shape, dtype=bool)
-    current = w_star
-    fraction = keep / max(w_star.size, 1)
-    steps = max(1, int(np.ceil(np.log(1 / max(fraction, 1e-9)) / np.log(2))))  # about halving each step
-    for target in np.geomspace(1.0, fraction, steps + 1)[1:]:
-        saliency = np.full(w_star.shape, -np.inf)
-        for n in range(n_rows):
-            s = np.flatnonzero(mask[n])
-            if s.size == 0:
-                continue
-            hs = h[np.ix_(s, s)]
-            inv_diag = np.diag(scipy.linalg.cho_solve(scipy.linalg.cho_factor(hs), np.eye(s.size)))
-            saliency[n, s] = current[n, s] ** 2 / inv_diag
-        mask = _top(saliency, keep if target == fraction else int(round(target * w_star.size)))
-        current = _refit_rows(h, g, mask)
+def _row_obs(h: np.ndarray, g: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, with one Cholesky factorisation of its survivor block: the exact refit of the survivors
+    and their OBS saliency w² / [H_SS⁻¹]_jj (the output error of removing each one alone)."""
+    weights = np.zeros(g.shape)
+    saliency = np.full(g.shape, -np.inf)
+    with _one_blas_thread():
+        _row_obs_loop(h, g, mask, weights, saliency)
+    return weights, saliency
+
+
+def _one_blas_thread():
+    """Small per-row factorisations run far faster single-threaded: a multithreaded BLAS spends more
+    time waking its threads (and, on a busy machine, waiting for them) than computing."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _row_obs_loop(h, g, mask, weights, saliency) -> None:
+    for n in range(g.shape[0]):
+        s = np.flatnonzero(mask[n])
+        if s.size == 0:
+            continue
+        lower = scipy.linalg.cholesky(h[np.ix_(s, s)], lower=True, check_finite=False)
+        w = scipy.linalg.cho_solve((lower, True), g[n, s], check_finite=False)
+        inv_lower = scipy.linalg.solve_triangular(lower, np.eye(s.size), lower=True, check_finite=False)
+        weights[n, s] = w
+        saliency[n, s] = w**2 / (inv_lower**2).sum(axis=0)
+
+
+def _iterative_obs_mask(h: np.ndarray, g: np.ndarray, w_star: np.ndarray, hinv: np.ndarray, keep: int,
+                        first_cut: float = 4.0) -> np.ndarray:
+    """One cheap cut by one-shot saliency to `first_cut` × the kept count, then halving steps, each with
+    exact per-row saliencies and refits, down to the kept count."""
+    total = w_star.size
+    counts = []
+    c = keep
+    while c < min(first_cut * keep, total):
+        counts.append(c)
+        c *= 2
+    counts = [min(c, total)] + counts[::-1]  # e.g. 4k (one-shot), 2k, k
+    mask = _top(w_star**2 / np.diag(hinv)[None, :], int(counts[0]))
+    for count in counts[1:]:
+        _, saliency = _row_obs(h, g, mask)
+        mask = _top(saliency, int(count))
     return mask
 
 
