@@ -3,8 +3,8 @@
 # Idempotent: on a machine that is already set up it only checks, and rebuilds what changed.
 #   1. apt packages, if missing: g++, cmake (>= 3.18), ninja; dataset-fashion-mnist (the bundled models' data)
 #   2. onnxruntime's C/C++ headers into .deps/onnxruntime (scripts/fetch_ort_headers.sh)
-#   3. the Python package, editable, with its test extras (pip; the package's own build is skipped here,
-#      the library comes from step 4)
+#   3. the package with its test extras (pip install .[test], which builds the library into the installed
+#      package; run from a checkout, Python imports the checkout's onnx_dc instead, see step 4)
 #   4. libonnx_dc_ops.so built from this checkout into onnx_dc/ (scripts/build_native.sh)
 # Environment: PYTHON (default python3).
 set -euo pipefail
@@ -42,12 +42,15 @@ fi
 # 2. onnxruntime headers (the pip wheel ships none).
 bash scripts/fetch_ort_headers.sh
 
-# 3. The package, editable, and its test dependencies.
+# 3. The package and its test dependencies.
 if [[ -f "$("$PY" -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]]; then
   export PIP_BREAK_SYSTEM_PACKAGES=1  # a distribution's Python: this machine is the project's
 fi
 "$PY" -m pip install -q "scikit-build-core>=0.10"
-"$PY" -m pip install -q --no-build-isolation -C wheel.cmake=false -e ".[test]"
+# A regular (not editable) install: it builds the library into the installed package, and it leaves no
+# import hook behind, so `python -m pytest` in any checkout imports that checkout's onnx_dc (the current
+# directory comes first on sys.path) even after another clone on this machine ran this script.
+"$PY" -m pip install -q --no-build-isolation ".[test]"
 
 # 4. The native library, into the checkout's package.
 bash scripts/build_native.sh
