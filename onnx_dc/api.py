@@ -27,6 +27,7 @@ class CompressionResult:
     output: Path
     report: dict
     skipped: list = field(default_factory=list)
+    policy: dict | None = None  # with --target-ratio: layer name -> the chosen sensitivity Point
 
 
 def _policy(layer: Layer, options: CompressOptions) -> LayerPolicy:
@@ -67,8 +68,22 @@ def compress(
     options = options or CompressOptions(**kwargs)
     output = check_output_path(input_path, output_path)
     model = load_model(input_path)
+    original_bytes = model_bytes_on_disk(input_path)
     layers, skipped = find_layers(model, options.min_weights)
     _check_override_names(options, layers, skipped)
+    policy = None
+    if options.target_ratio:
+        new_model, all_skipped, policy = _build_to_ratio(model, layers, skipped, options, progress, original_bytes)
+    else:
+        new_model, all_skipped = _build(model, layers, skipped, options, progress, original_bytes)
+    _check(new_model)
+    save_model_atomic(new_model, output)
+    return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), all_skipped, policy)
+
+
+def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int):
+    """The compressed model (not yet saved) and every layer left alone with its reason."""
+    skipped = list(skipped)
     payloads = {}
     compressed = []
     for layer, packed in _compress_layers(model, layers, options, progress):
@@ -91,11 +106,34 @@ def compress(
         META_VERSION: json.dumps(__version__),
         META_LAYERS: json.dumps([{k: v for k, v in r.items() if v not in (None, "")} for r in records], **compact),
         META_SKIPPED: json.dumps([{"name": s.name, "op": s.op, "reason": s.reason} for s in skipped], **compact),
-        META_ORIGINAL_BYTES: json.dumps(model_bytes_on_disk(input_path)),
+        META_ORIGINAL_BYTES: json.dumps(original_bytes),
     })
-    _check(new_model)
-    save_model_atomic(new_model, output)
-    return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), skipped)
+    return new_model, skipped
+
+
+def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, original_bytes: int):
+    """Pick per-layer sparsity and bits from the sensitivity analysis so that the file is at least
+    `target_ratio` times smaller, at the least output error; returns the model and the chosen policy."""
+    from .evaluate import load_data
+    from .sensitivity import analyse, choose_policy, policy_options
+
+    if not options.calibration:
+        raise ConfigError("--target-ratio needs --calibration data to measure each layer's sensitivity")
+    feeds, _ = load_data(options.calibration, model)
+    sens = analyse(model, layers, options, feeds, progress=progress)
+    target_bytes = original_bytes / options.target_ratio
+    # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
+    budget = target_bytes - (original_bytes - sum(layer.weight.nbytes for layer in layers)) - 1024
+    for _ in range(4):
+        chosen = choose_policy(sens, budget)
+        new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
+                                        original_bytes)
+        excess = new_model.ByteSize() - target_bytes
+        if excess <= 0:
+            return new_model, all_skipped, chosen
+        budget -= excess  # the final (iterative) compression came out larger than estimated: tighten
+    raise ConfigError(f"--target-ratio {options.target_ratio:g}: reached only "
+                      f"{original_bytes / new_model.ByteSize():.1f}x with the settings tried")
 
 
 def _compress_layers(model, layers, options: CompressOptions, progress):

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 
 from .codec import CompressedTensor, pack_tensor
-from .codec.refit import LayerStats, prune_reconstruct, quantize_refit
+from .codec.refit import LayerStats, prune_reconstruct, quantize_refit, refit_problem
 from .config import ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
@@ -84,8 +84,9 @@ def compress_calibrated(
                               f"gives {stats.n} rows for it; at least {needed} are needed (more samples)")
         bias = _bias(layer)
         w = _matrix(layer)
-        rec = prune_reconstruct(w, bias, stats, policy.sparsity, method=prune_method, free_bias=bias is not None)
-        q = quantize_refit(rec, w, bias, stats, policy.bits, init=init, seed=seed, free_bias=bias is not None)
+        problem = refit_problem(w, bias, stats, free_bias=bias is not None)
+        rec = prune_reconstruct(problem, policy.sparsity, method=prune_method)
+        q = quantize_refit(problem, rec, policy.bits, init=init, seed=seed)
         packed = pack_tensor(layer.weight.shape, q.mask, q.labels, q.codebook, policy.bits, policy.index_bits, huffman)
         new_layer = _with_bias(layer, q.bias) if bias is not None else layer
         fitted.append(FittedLayer(new_layer, packed, q.error))

@@ -96,7 +96,8 @@ class CompressOptions:
     min_weights: int = 256  # smaller layers are left alone: their payload overhead would dominate
     allow_unchanged: bool = False  # write the model even if no layer was compressed
     calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
-    prune_method: str = "obs"  # with calibration data: "obs" (output-error saliency) or "magnitude"
+    prune_method: str = "obs"  # with calibration data: see codec.refit.PRUNE_METHODS
+    target_ratio: float | None = None  # pick per-layer settings from a sensitivity analysis to reach it
 
     def __post_init__(self):
         for kind in KINDS:
@@ -112,6 +113,8 @@ class CompressOptions:
         if self.prune_method not in PRUNE_METHODS:
             raise ConfigError(f"--prune-method: unknown method {self.prune_method!r}; choose one of "
                               f"{', '.join(PRUNE_METHODS)}")
+        if self.target_ratio is not None and not self.target_ratio > 1:
+            raise ConfigError(f"--target-ratio must be > 1, got {self.target_ratio}")
         if self.min_weights < 0:
             raise ConfigError("--min-weights must be >= 0")
 

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 from .cluster import kmeans_1d
 from .prune import keep_count
 
-PRUNE_METHODS = ("obs", "sparsegpt", "magnitude")
+PRUNE_METHODS = ("obs", "obs-oneshot", "sparsegpt", "magnitude")
 SPARSEGPT_BLOCK = 128
 # Iterative OBS inverts each row's survivor block at every step; above this many flops per step it falls
 # back to one-shot OBS saliency (large layers).
@@ -81,6 +81,39 @@ def _damped(h: np.ndarray, ridge: float) -> np.ndarray:
 
 
 @dataclass
+class RefitProblem:
+    """One layer's least-squares problem, prepared once and shared by every candidate setting."""
+
+    w: np.ndarray  # float64 [N, K], the original weight
+    ridge: float
+    b: np.ndarray  # float64 [N], the original bias (zeros if none)
+    stats: LayerStats
+    free_bias: bool
+    h: np.ndarray  # damped H [K, K]
+    g: np.ndarray  # [N, K], row n: C w_n
+    hinv: np.ndarray
+    w_star: np.ndarray  # the unconstrained optimum of each row
+
+    def bias_for(self, w_new: np.ndarray) -> np.ndarray:
+        """The refitted bias (b + W μ_o − W' μ_c) or the original one."""
+        if not self.free_bias:
+            return self.b
+        return self.b + self.w @ self.stats.mean_o - w_new @ self.stats.mean_c
+
+
+def refit_problem(weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats, ridge: float = 0.01,
+                  free_bias: bool = True) -> RefitProblem:
+    """Prepare the layer's problem. `free_bias`: refit the bias too (else keep it and use raw moments)."""
+    w = np.asarray(weight, dtype=np.float64)
+    b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    h_raw, c = stats.moments(free_bias)
+    h = _damped(h_raw, ridge)
+    g = w @ c.T
+    hinv = scipy.linalg.cho_solve(scipy.linalg.cho_factor(h), np.eye(w.shape[1]))
+    return RefitProblem(w, ridge, b, stats, free_bias, h, g, hinv, g @ hinv)
+
+
+@dataclass
 class Reconstruction:
     weight: np.ndarray  # float32 [N, K], zeros where pruned
     mask: np.ndarray  # bool [N, K]
@@ -99,8 +132,7 @@ def _refit_rows(h: np.ndarray, g: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 
-def prune_reconstruct(weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats, sparsity: float,
-                      method: str = "obs", ridge: float = 0.01, free_bias: bool = True) -> Reconstruction:
+def prune_reconstruct(problem: RefitProblem, sparsity: float, method: str = "obs") -> Reconstruction:
     """Choose which weights to drop and refit the survivors so the layer reproduces the original output.
 
     `method`:
@@ -110,32 +142,27 @@ def prune_reconstruct(weight: np.ndarray, bias: np.ndarray | None, stats: LayerS
       Gradual pruning lets the survivors take over the work of the pruned weights before the next cut,
       the layer-wise analogue of the paper's iterative prune-retrain. Falls back to one-shot saliency on
       the unconstrained optimum for layers too large to invert row by row at every step.
+    - 'obs-oneshot': one cut by OBS saliency on the unconstrained optimum (fast).
     - 'sparsegpt': SparseGPT's block-wise mask selection with OBS error propagation.
     - 'magnitude': keep the largest |w*| (w*: the unconstrained optimum).
-    The survivors of each row are finally refitted exactly (the optimum for that mask). With `free_bias`
-    the bias is refitted too; otherwise it is kept as it is.
+    The survivors of each row are finally refitted exactly (the optimum for that mask), and the bias
+    with them if the problem frees it.
     """
     if method not in PRUNE_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; choose one of {', '.join(PRUNE_METHODS)}")
-    w = np.asarray(weight, dtype=np.float64)
-    n_rows, k = w.shape
-    b = np.zeros(n_rows) if bias is None else np.asarray(bias, dtype=np.float64)
-    h_raw, c = stats.moments(free_bias)
-    h = _damped(h_raw, ridge)
-    g = w @ c.T  # row n: C w_n
-    hinv = scipy.linalg.cho_solve(scipy.linalg.cho_factor(h), np.eye(k))
-    w_star = g @ hinv  # the unconstrained optimum of each row (H symmetric)
-    keep = keep_count(w.size, sparsity)
+    p = problem
+    h, g, hinv, w_star = p.h, p.g, p.hinv, p.w_star
+    n_rows = w_star.shape[0]
+    keep = keep_count(w_star.size, sparsity)
     if method == "sparsegpt":
         mask = _sparsegpt_mask(w_star, hinv, keep)
     elif method == "obs" and n_rows * (4 * keep / n_rows) ** 3 <= ITERATIVE_FLOP_BUDGET:
         mask = _iterative_obs_mask(h, g, w_star, hinv, keep)
     else:
-        saliency = w_star**2 / np.diag(hinv)[None, :] if method == "obs" else np.abs(w_star)
+        saliency = np.abs(w_star) if method == "magnitude" else w_star**2 / np.diag(hinv)[None, :]
         mask = _top(saliency, keep)
     w_new = _refit_rows(h, g, mask)
-    b_new = b + w @ stats.mean_o - w_new @ stats.mean_c if free_bias else b
-    return Reconstruction(w_new.astype(np.float32), mask, b_new.astype(np.float32))
+    return Reconstruction(w_new.astype(np.float32), mask, p.bias_for(w_new).astype(np.float32))
 
 
 def _top(saliency: np.ndarray, keep: int) -> np.ndarray:
@@ -231,18 +258,14 @@ class QuantizedLayer:
     error: float  # relative output error ‖ΔY‖² / ‖Y‖² on the calibration statistics
 
 
-def quantize_refit(rec: Reconstruction, weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats,
-                   bits: int, init: str = "linear", seed: int = 0, rounds: int = 3,
-                   ridge: float = 0.01, free_bias: bool = True) -> QuantizedLayer:
+def quantize_refit(problem: RefitProblem, rec: Reconstruction, bits: int, init: str = "linear", seed: int = 0,
+                   rounds: int = 3) -> QuantizedLayer:
     """k-means the refitted survivors, then refit the k shared values by least squares on the layer
-    output (it is linear in them), re-assign each survivor to its nearest refitted value and repeat.
-    The bias is refitted last. Keeps the best round (by the calibration objective)."""
-    w = np.asarray(weight, dtype=np.float64)
+    output (it is linear in them), re-assign each survivor to its nearest refitted value and repeat
+    (`rounds` times; 0: k-means only). The bias is refitted last. Keeps the best round (by the
+    calibration objective)."""
+    w, b, h, g, stats = problem.w, problem.b, problem.h, problem.g, problem.stats
     n_rows = w.shape[0]
-    b = np.zeros(n_rows) if bias is None else np.asarray(bias, dtype=np.float64)
-    h_raw, c = stats.moments(free_bias)
-    h = _damped(h_raw, ridge)
-    g = w @ c.T
     mask = rec.mask
     rows, cols = np.nonzero(mask)
     values = rec.weight[mask].astype(np.float64)
@@ -272,7 +295,7 @@ def quantize_refit(rec: Reconstruction, weight: np.ndarray, bias: np.ndarray | N
         a = a.reshape(k, k)
         used = np.bincount(labels, minlength=k) > 0
         # A small pull towards the current values keeps unused or ill-determined centroids in place.
-        reg = ridge * (np.diag(a).mean() if np.diag(a).mean() > 0 else 1.0)
+        reg = problem.ridge * (np.diag(a).mean() if np.diag(a).mean() > 0 else 1.0)
         a[np.diag_indices(k)] += reg
         codebook = np.where(used, np.linalg.solve(a, rhs + reg * codebook), codebook)
         codebook_sorted = np.sort(codebook)
@@ -290,7 +313,7 @@ def quantize_refit(rec: Reconstruction, weight: np.ndarray, bias: np.ndarray | N
     labels = remap[labels]
     wq = np.zeros_like(w)
     wq[rows, cols] = codebook32[labels]
-    b_new = b + w @ stats.mean_o - wq @ stats.mean_c if free_bias else b
+    b_new = problem.bias_for(wq)
     # Relative output error on the calibration data: E‖(Wq x_c + b') − (W x_o + b)‖² / E‖W x_o + b‖².
     err = relative_output_error(wq, b_new, w, b, stats)
     return QuantizedLayer(mask, labels, codebook32, b_new.astype(np.float32), err)

@@ -1,0 +1,161 @@
+"""Per-layer sensitivity to pruning and quantization, and the automatic per-layer policy built on it.
+
+Each layer is compressed *alone* at each candidate setting and the whole model is run on calibration
+data: the output error it causes (relative squared error of the model's outputs, and top-1 agreement) is
+that setting's cost; its payload size is the price. A target file-size ratio is then met at the least
+total error by a Lagrangian choice over the layers (errors of different layers add up, roughly).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from .codec import compress_tensor, pack_tensor
+from .codec.refit import LayerStats, prune_reconstruct, quantize_refit, refit_problem
+from .config import CompressOptions, ConfigError, LayerPolicy
+from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
+from .graph.decompress import decompress_model
+from .graph.match import Layer
+from .graph.rewrite import rewrite
+
+DEFAULT_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.94, 0.96, 0.98)
+DEFAULT_BITS = {"fc": (4, 5, 6), "conv": (6, 7, 8)}
+
+
+@dataclass
+class Point:
+    sparsity: float
+    bits: int
+    payload_bytes: int
+    output_error: float  # E‖Δy‖² / E‖y‖² over the model's outputs
+    agreement: float  # top-1 agreement with the original model
+    accuracy: float | None = None
+
+
+@dataclass
+class LayerSensitivity:
+    name: str
+    kind: str
+    weights: int
+    points: list = field(default_factory=list)
+
+
+def _outputs(sess, feeds) -> np.ndarray:
+    return np.concatenate([sess.run(None, b)[0].reshape(len(next(iter(b.values()))), -1) for b in batches(feeds, 500)])
+
+
+def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOptions, feeds: dict,
+            labels: np.ndarray | None = None, sparsities=DEFAULT_SPARSITIES, bits: dict | None = None,
+            progress: Callable[[str, int, int], None] | None = None) -> list[LayerSensitivity]:
+    """Sensitivity of each layer at each (sparsity, bits). With calibration data each candidate is
+    compressed data-aware (one-shot OBS + refits, the fast variant), else by magnitude + k-means."""
+    bits = bits or DEFAULT_BITS
+    reference = _outputs(session(model.SerializeToString()), feeds)
+    energy = float((reference.astype(np.float64) ** 2).sum()) or 1.0
+    top = reference.argmax(1)
+    stats = _layer_stats(model, layers, feeds) if options.calibration else {}
+    out = []
+    total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
+    done = 0
+    for layer in layers:
+        sens = LayerSensitivity(layer.weight_name, layer.kind, int(layer.weight.size))
+        problem = _problem(layer, stats.get(layer.weight_name))
+        for s in sparsities:
+            rec = _prune(problem, s, options)
+            for b in bits[layer.kind]:
+                if progress:
+                    progress(f"{layer.weight_name} keep {1 - s:.0%} {b}-bit", done, total)
+                done += 1
+                packed, new_layer = _compress_one(layer, problem, rec, s, b, options)
+                candidate, _ = rewrite(model, [new_layer], {layer.weight_name: packed.payload})
+                y = _outputs(session(decompress_model(candidate).SerializeToString()), feeds)
+                point = Point(s, b, len(packed.payload),
+                              float(((y.astype(np.float64) - reference) ** 2).sum() / energy),
+                              float((y.argmax(1) == top).mean()))
+                if labels is not None:
+                    point.accuracy = float((y.argmax(1) == labels).mean())
+                sens.points.append(point)
+        out.append(sens)
+    if progress:
+        progress("", total, total)
+    return out
+
+
+def _layer_stats(model, layers, feeds) -> dict[str, LayerStats]:
+    names = sorted({n for layer in layers for n in layer_inputs(layer)})
+    sess = session(with_outputs(model, names))
+    stats = {layer.weight_name: LayerStats(layer.weight.reshape(layer.weight.shape[0], -1).shape[1]) for layer in layers}
+    for batch in batches(feeds, 256):
+        values = dict(zip(names, sess.run(names, batch)))
+        for layer in layers:
+            for u, name in enumerate(layer_inputs(layer)):
+                rows = as_rows(layer, u, values[name])
+                stats[layer.weight_name].add(rows, rows)
+    return stats
+
+
+def _problem(layer: Layer, stats: LayerStats | None):
+    from .calibrated import _bias
+
+    if stats is None:
+        return None
+    bias = _bias(layer)
+    return refit_problem(layer.weight.reshape(layer.weight.shape[0], -1), bias, stats, free_bias=bias is not None)
+
+
+def _prune(problem, sparsity: float, options: CompressOptions):
+    if problem is None:
+        return None
+    # The fast variant: one OBS cut on the unconstrained optimum, survivors refitted exactly.
+    return prune_reconstruct(problem, sparsity, "magnitude" if options.prune_method == "magnitude" else "obs-oneshot")
+
+
+def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, options: CompressOptions):
+    from .calibrated import _with_bias
+
+    index_bits = int(options.index_bits.for_kind(layer.kind))
+    if problem is None:
+        packed = compress_tensor(layer.weight, sparsity, bits, index_bits, init=options.init, seed=options.seed,
+                                 huffman=options.huffman)
+        return packed, layer
+    q = quantize_refit(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
+    packed = pack_tensor(layer.weight.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
+    return packed, (_with_bias(layer, q.bias) if problem.free_bias else layer)
+
+
+def choose_policy(sens: list[LayerSensitivity], budget_bytes: float) -> dict[str, Point]:
+    """Per layer, the point minimising the total output error with the payloads' total within budget
+    (Lagrangian relaxation: for a price λ per byte each layer picks argmin error + λ·bytes; λ is bisected
+    to the smallest price that fits). Raises ConfigError if even the smallest payloads do not fit."""
+    def pick(lam):
+        return {s.name: min(s.points, key=lambda p: (p.output_error + lam * p.payload_bytes, p.payload_bytes))
+                for s in sens}
+
+    smallest = sum(min(p.payload_bytes for p in s.points) for s in sens)
+    if smallest > budget_bytes:
+        raise ConfigError(f"--target-ratio: even the smallest settings tried need {smallest:,} bytes of payload, "
+                          f"the target allows {int(budget_bytes):,}")
+    lo, hi = 0.0, 1.0
+    while sum(p.payload_bytes for p in pick(hi).values()) > budget_bytes:
+        hi *= 4
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if sum(p.payload_bytes for p in pick(mid).values()) > budget_bytes:
+            lo = mid
+        else:
+            hi = mid
+    return pick(hi)
+
+
+def policy_options(options: CompressOptions, chosen: dict[str, Point]) -> CompressOptions:
+    """The options with each layer's chosen sparsity and bits as per-layer overrides."""
+    return dataclasses.replace(options, layer_sparsity={**options.layer_sparsity, **{k: p.sparsity for k, p in chosen.items()}},
+                               layer_bits={**options.layer_bits, **{k: p.bits for k, p in chosen.items()}})
+
+
+__all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "LayerPolicy", "LayerSensitivity", "Point", "analyse",
+           "choose_policy", "policy_options"]
