@@ -5,7 +5,12 @@ Prints a table; asserts nothing. Run: python bench/bench_codecs.py [--repeat N]
 import argparse
 import time
 
+import sys
+from pathlib import Path
+
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's onnx_dc
 
 from onnx_dc.codec import compress_tensor, read_payload
 from onnx_dc.codec.cluster import INIT_METHODS, kmeans_1d

@@ -16,6 +16,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's onnx_dc, not an installed copy
 
 from onnx_dc.codec import compress_tensor  # noqa: E402
 from onnx_dc.codec.cluster import kmeans_1d  # noqa: E402

@@ -50,7 +50,7 @@ fi
 # A regular (not editable) install: it builds the library into the installed package, and it leaves no
 # import hook behind, so `python -m pytest` in any checkout imports that checkout's onnx_dc (the current
 # directory comes first on sys.path) even after another clone on this machine ran this script.
-"$PY" -m pip install -q --no-build-isolation ".[test]"
+"$PY" -m pip install -q --no-build-isolation ".[test,plots]"
 
 # 4. The native library, into the checkout's package.
 bash scripts/build_native.sh
