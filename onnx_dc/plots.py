@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from .codec.payload import read_payload
 from .codec.sparse import encode_relative
-from .graph.model_io import load_model
+from .graph.model_io import ModelError, load_model
 from .graph.rewrite import DOMAIN, META_LAYERS, get_metadata
 
 
@@ -49,10 +49,13 @@ def plot_layers(model_path, out_dir, original_path=None) -> list[Path]:
     originals = {}
     if original_path is not None:
         originals = {t.name: numpy_helper.to_array(t) for t in load_model(original_path).graph.initializer}
+    payloads = _payloads(model)
+    if not payloads:
+        raise ModelError(f"{model_path}: has no onnx-dc compressed layer")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, blob in _payloads(model).items():
+    for name, blob in payloads.items():
         p = read_payload(blob)
         info = p.info
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
