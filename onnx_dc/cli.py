@@ -77,6 +77,18 @@ def print_report(data: dict) -> None:
         console.print(f"Left alone: {s['name']} ({s['op']}): {s['reason']}")
 
 
+def print_policy(policy: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="Per-layer settings chosen for --target-ratio (from the sensitivity analysis)")
+    for col in ("Layer", "Kept", "Bits", "Estimated payload", "Output error alone", "Top-1 agreement alone"):
+        table.add_column(col, justify="left" if col == "Layer" else "right")
+    for name, p in policy.items():
+        table.add_row(name, f"{1 - p.sparsity:.0%}", str(p.bits), f"{p.payload_bytes:,} B", f"{p.output_error:.2e}",
+                      f"{p.agreement:.2%}")
+    _console().print(table)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="onnx-dc", prog_name="onnx-dc")
 def main():
@@ -103,10 +115,19 @@ def main():
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed for random initialisations.")
 @click.option("--min-weights", default=256, show_default=True, type=int, help="Leave smaller layers alone.")
 @click.option("--allow-unchanged", is_flag=True, help="Write the model even if no layer can be compressed.")
+@click.option("--calibration", type=click.Path(), metavar="NPZ",
+              help="Input samples (arrays named after the model's inputs): fit each layer to reproduce the "
+                   "original's output (pruning with reconstruction, codebook and bias refit).")
+@click.option("--prune-method", default="obs", show_default=True,
+              type=click.Choice(["obs", "obs-oneshot", "sparsegpt", "magnitude"]),
+              help="With --calibration: how to choose the pruned weights.")
+@click.option("--target-ratio", type=float, metavar="R",
+              help="With --calibration: choose per-layer sparsity and bits to make the file R times smaller "
+                   "at the least output error (overrides --sparsity/--bits).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
-             min_weights, allow_unchanged, as_json, quiet):
+             min_weights, allow_unchanged, calibration, prune_method, target_ratio, as_json, quiet):
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
@@ -119,6 +140,7 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
             layer_sparsity=parse_layer_overrides(layer_sparsity, "--layer-sparsity", sparsity_value),
             layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
             init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,
+            calibration=calibration, prune_method=prune_method, target_ratio=target_ratio,
         )
         if quiet or as_json or not sys.stderr.isatty():
             result = api_compress(input_path, output_path, options)
@@ -136,6 +158,8 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
         if as_json:
             click.echo(json.dumps(result.report))
         else:
+            if result.policy:
+                print_policy(result.policy)
             print_report(result.report)
             click.echo(f"Wrote {result.output}")
 
@@ -172,6 +196,74 @@ def report(model_path, as_json):
             click.echo(json.dumps(data))
         else:
             print_report(data)
+
+    _run(body)
+
+
+def _with_progress(fn, label: str, quiet: bool):
+    """Run fn(progress) under a progress bar on a terminal, plainly otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return fn(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.description}"), console=_console(stderr=True), transient=True) as bar:
+        task = bar.add_task("", total=None)
+        return fn(lambda name, done, total: bar.update(task, completed=done, total=total, description=name))
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--calibration", required=True, type=click.Path(), metavar="NPZ",
+              help="Input samples (arrays named after the model's inputs), used to fit each candidate.")
+@click.option("--data", metavar="NPZ|fashion-mnist", help="Evaluate on these inputs (with 'labels': accuracy) "
+              "instead of the calibration data.")
+@click.option("--sparsities", default=None, metavar="S,S,…", help="Pruned fractions to try (default 0 to 0.98).")
+@click.option("--data-free", is_flag=True, help="Compress candidates by magnitude + k-means, without refits.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the sensitivity plot (PNG).")
+@click.option("--json", "as_json", is_flag=True, help="Print all points as one JSON object on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+def sensitivity(model_path, calibration, data, sparsities, data_free, plot_path, as_json, quiet):
+    """How the model's output degrades as each layer alone is pruned harder (and quantized coarser)."""
+
+    def body():
+        from .api import sensitivity as api_sensitivity
+        from .sensitivity import DEFAULT_BITS, plot, sensitivity_rows
+
+        grid = None
+        if sparsities:
+            grid = tuple(sparsity_value(x.strip(), "--sparsities") for x in sparsities.split(","))
+        options = CompressOptions()
+        sens = _with_progress(lambda progress: api_sensitivity(model_path, calibration, data, options, grid, progress,
+                                                               data_aware=not data_free), "analysing", quiet)
+        default_bits = {"fc": int(options.bits.fc), "conv": int(options.bits.conv)}
+        if plot_path:
+            plot(sens, plot_path, default_bits)
+        if as_json:
+            click.echo(json.dumps({"points": sensitivity_rows(sens)}))
+            return
+        from rich.table import Table
+
+        has_acc = any(p.accuracy is not None for s in sens for p in s.points)
+        table = Table(title="Sensitivity: each layer compressed alone (error: relative output error; "
+                            f"{'accuracy' if has_acc else 'agreement: top-1 agreement with the original'})")
+        bit_cols = sorted({p.bits for s in sens for p in s.points})
+        table.add_column("Layer")
+        table.add_column("Kept", justify="right")
+        for b in bit_cols:
+            table.add_column(f"{b}-bit error", justify="right")
+        table.add_column("accuracy" if has_acc else "agreement", justify="right")
+        for s in sens:
+            by = {(p.sparsity, p.bits): p for p in s.points}
+            for sp in sorted({p.sparsity for p in s.points}):
+                ref = by.get((sp, default_bits[s.kind])) or next(p for p in s.points if p.sparsity == sp)
+                table.add_row(s.name, f"{1 - sp:.0%}",
+                              *[f"{by[(sp, b)].output_error:.2e}" if (sp, b) in by else "" for b in bit_cols],
+                              f"{100 * (ref.accuracy if has_acc else ref.agreement):.2f}%")
+            table.add_section()
+        _console().print(table)
+        if plot_path:
+            click.echo(f"Wrote {plot_path}")
 
     _run(body)
 

@@ -50,14 +50,19 @@ def _outputs(sess, feeds) -> np.ndarray:
 
 def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOptions, feeds: dict,
             labels: np.ndarray | None = None, sparsities=DEFAULT_SPARSITIES, bits: dict | None = None,
-            progress: Callable[[str, int, int], None] | None = None) -> list[LayerSensitivity]:
-    """Sensitivity of each layer at each (sparsity, bits). With calibration data each candidate is
-    compressed data-aware (one-shot OBS + refits, the fast variant), else by magnitude + k-means."""
+            progress: Callable[[str, int, int], None] | None = None,
+            eval_feeds: dict | None = None) -> list[LayerSensitivity]:
+    """Sensitivity of each layer at each (sparsity, bits), measured on `eval_feeds` (default: `feeds`,
+    the calibration data; `labels` go with eval_feeds). With options.calibration set, each candidate is
+    compressed data-aware from `feeds` (one-shot OBS + refits, the fast variant), else by magnitude +
+    k-means."""
     bits = bits or DEFAULT_BITS
+    calib = feeds
+    feeds = eval_feeds if eval_feeds is not None else feeds
     reference = _outputs(session(model.SerializeToString()), feeds)
     energy = float((reference.astype(np.float64) ** 2).sum()) or 1.0
     top = reference.argmax(1)
-    stats = _layer_stats(model, layers, feeds) if options.calibration else {}
+    stats = _layer_stats(model, layers, calib) if options.calibration else {}
     out = []
     total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
     done = 0
@@ -157,5 +162,36 @@ def policy_options(options: CompressOptions, chosen: dict[str, Point]) -> Compre
                                layer_bits={**options.layer_bits, **{k: p.bits for k, p in chosen.items()}})
 
 
+def sensitivity_rows(sens: list[LayerSensitivity]) -> list[dict]:
+    """Flat rows for tables and JSON."""
+    return [{"layer": s.name, "kind": s.kind, "weights": s.weights, **dataclasses.asdict(p)} for s in sens for p in s.points]
+
+
+def plot(sens: list[LayerSensitivity], path, default_bits: dict) -> None:
+    """The paper's Figure 5: each layer pruned alone — agreement (or accuracy) and output error vs the
+    fraction of its weights pruned, at each layer's default bits."""
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for s in sens:
+        pts = sorted((p for p in s.points if p.bits == default_bits[s.kind]), key=lambda p: p.sparsity)
+        x = [100 * p.sparsity for p in pts]
+        y = [100 * (p.accuracy if p.accuracy is not None else p.agreement) for p in pts]
+        ax1.plot(x, y, marker="o", label=f"{s.name} ({default_bits[s.kind]}-bit)")
+        ax2.semilogy(x, [max(p.output_error, 1e-12) for p in pts], marker="o", label=s.name)
+    has_acc = any(p.accuracy is not None for s in sens for p in s.points)
+    ax1.set_ylabel("top-1 accuracy (%)" if has_acc else "top-1 agreement with the original (%)")
+    ax2.set_ylabel("relative output error")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("weights pruned in this layer alone (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Pruning sensitivity, one layer at a time")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 __all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "LayerPolicy", "LayerSensitivity", "Point", "analyse",
-           "choose_policy", "policy_options"]
+           "choose_policy", "plot", "policy_options", "sensitivity_rows"]
