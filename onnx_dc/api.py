@@ -124,7 +124,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     sens = analyse(model, layers, options, feeds, progress=progress)
     target_bytes = original_bytes / options.target_ratio
     # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
-    budget = target_bytes - (original_bytes - sum(layer.weight.nbytes for layer in layers)) - 1024
+    budget = target_bytes - (original_bytes - sum(layer.weight.nbytes for layer in layers)) - 64 - 128 * len(layers)
     for _ in range(4):
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,

@@ -33,14 +33,19 @@ def session_for(path, threads: int | None = None):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
-def _input_specs(model: onnx.ModelProto) -> list[tuple[str, list]]:
+def _input_specs(model: onnx.ModelProto) -> list[tuple[str, list, np.dtype | None]]:
     inits = {t.name for t in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in vi.type.tensor_type.shape.dim]
-        specs.append((vi.name, dims))
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type) if t.elem_type else None
+        except (KeyError, ValueError):
+            dtype = None
+        specs.append((vi.name, dims, dtype))
     return specs
 
 
@@ -61,13 +66,17 @@ def load_data(data: str, model: onnx.ModelProto) -> tuple[dict[str, np.ndarray],
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{data}: not a readable .npz file ({exc})") from None
     feeds = {}
-    for name, dims in specs:
+    for name, dims, dtype in specs:
         if name not in arrays:
             raise DatasetError(f"{data}: no array named {name!r} for the model's input (it has: {', '.join(sorted(arrays)) or 'none'})")
         a = arrays[name]
         if a.ndim != len(dims) or any(isinstance(d, int) and d > 0 and d != s for d, s in zip(dims[1:], a.shape[1:])):
             raise DatasetError(f"{data}: array {name!r} has shape {list(a.shape)}, the model expects {dims}")
-        feeds[name] = a.astype(np.float32) if a.dtype.kind == "f" else a
+        if dtype is not None and a.dtype != dtype:
+            if not (a.dtype.kind == "f" and np.dtype(dtype).kind == "f"):
+                raise DatasetError(f"{data}: array {name!r} has dtype {a.dtype}, the model expects {np.dtype(dtype)}")
+            a = a.astype(dtype)  # float64 → float32 and the like
+        feeds[name] = a
     n = {a.shape[0] for a in feeds.values()}
     if len(n) > 1:
         raise DatasetError(f"{data}: the input arrays have different numbers of samples {sorted(n)}")

@@ -1,0 +1,185 @@
+"""Data-aware compression: the refit math (numpy) and the calibrated pipeline on small models."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from onnx import helper, numpy_helper
+
+import builders
+import onnx_dc
+from onnx_dc.cli import main
+from onnx_dc.codec import compress_tensor
+from onnx_dc.codec.refit import (
+    LayerStats, prune_reconstruct, quantize_refit, refit_problem, relative_output_error,
+)
+from onnx_dc.config import CompressOptions, PerKind
+from onnx_dc.graph.calibrate import im2col
+from onnx_dc.reference import run_reference
+
+
+def _correlated(n=3000, k=40, seed=0):
+    rng = np.random.default_rng(seed)
+    mix = rng.standard_normal((k, k)) / np.sqrt(k)
+    return rng.standard_normal((n, k)) @ mix + 0.3
+
+
+def _err(x, w, b, wq, bq):
+    y, yq = x @ w.T + b, x @ wq.T + bq
+    return ((y - yq) ** 2).sum() / (y**2).sum()
+
+
+def test_stats_accumulate_in_batches():
+    x = _correlated()
+    one, two = LayerStats(40), LayerStats(40)
+    one.add(x, x)
+    two.add(x[:1000], x[:1000])
+    two.add(x[1000:], x[1000:])
+    assert one.n == two.n and np.allclose(one.cc, two.cc) and np.allclose(one.mean_o, two.mean_o)
+
+
+def test_no_pruning_reproduces_the_layer():
+    x = _correlated()
+    w = np.random.default_rng(1).standard_normal((12, 40)).astype(np.float32)
+    b = np.ones(12, np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    rec = prune_reconstruct(refit_problem(w, b, st, ridge=1e-9), 0.0)
+    assert _err(x, w, b, rec.weight, rec.bias) < 1e-10
+
+
+@pytest.mark.parametrize("method", ["obs", "obs-oneshot", "sparsegpt", "magnitude"])
+def test_reconstruction_beats_magnitude_pruning(method):
+    x = _correlated()
+    w = np.random.default_rng(2).standard_normal((16, 40)).astype(np.float32)
+    b = np.zeros(16, np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    rec = prune_reconstruct(refit_problem(w, b, st), 0.75, method)
+    assert rec.mask.sum() == 160
+    baseline = compress_tensor(w, 0.75, 8, 8).dense  # magnitude pruning, no refit
+    assert _err(x, w, b, rec.weight, rec.bias) < 0.7 * _err(x, w, b, baseline, b)
+
+
+def test_codebook_refit_never_worse_than_kmeans_and_error_is_exact():
+    x = _correlated()
+    w = np.random.default_rng(3).standard_normal((16, 40)).astype(np.float32)
+    b = np.random.default_rng(4).standard_normal(16).astype(np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    p = refit_problem(w, b, st)
+    rec = prune_reconstruct(p, 0.5)
+    plain = quantize_refit(p, rec, 3, rounds=0)
+    refit = quantize_refit(p, rec, 3, rounds=3)
+    assert refit.codebook.size <= 8 and refit.error <= plain.error + 1e-12
+    wq = np.zeros_like(w)
+    wq[refit.mask] = refit.codebook[refit.labels]
+    assert refit.error == pytest.approx(_err(x, w, b, wq, refit.bias), rel=1e-6)
+    assert relative_output_error(wq.astype(float), refit.bias.astype(float), w.astype(float), b.astype(float),
+                                 st) == pytest.approx(refit.error)
+
+
+@pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 0, 1]},
+                                   {"dilations": [2, 1]}, {"auto_pad": "SAME_UPPER"}])
+def test_im2col_matches_onnxruntime_conv(attrs):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+    node = helper.make_node("Conv", ["X", "W"], ["Y"], **attrs)
+    model = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("X", 1, x.shape)],
+                                                [helper.make_tensor_value_info("Y", 1, None)],
+                                                [numpy_helper.from_array(w, "W")]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
+    patches = im2col(x, node, w.shape)
+    got = (patches @ w.reshape(4, -1).T).reshape(2, y.shape[2], y.shape[3], 4).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, y, rtol=1e-4, atol=1e-4)
+
+
+def _calibration(model, path, n=400, seed=5):
+    """Inputs with correlated features (as real activations have): where the refit has something to use."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else (n if i == 0 else 4)
+                for i, d in enumerate(vi.type.tensor_type.shape.dim)]
+        mix = np.random.default_rng(0).standard_normal((dims[-1], dims[-1])) / np.sqrt(dims[-1])
+        arrays[vi.name] = (rng.standard_normal(dims) @ mix + 0.5).astype(np.float32)
+    np.savez(path, **arrays)
+    return arrays
+
+
+def _rel_error(ref, got):
+    return float(((ref - got) ** 2).sum() / (ref**2).sum())
+
+
+@pytest.mark.parametrize("variant", ["mlp", "matmul_3d", "conv", "gemm_transB0"])
+def test_calibrated_output_is_closer_to_the_original(tmp_path, variant):
+    model = {"mlp": lambda: builders.mlp((64, 48, 32, 10)), "matmul_3d": lambda: builders.matmul(x_shape=("B", "S")),
+             "conv": lambda: builders.conv(cin=4, cout=16), "gemm_transB0": lambda: builders.gemm(trans_b=0)}[variant]()
+    src = builders.save(model, tmp_path / "in.onnx")
+    feeds = _calibration(model, tmp_path / "cal.npz")
+    test = {k: v[:50] for k, v in _calibration(model, tmp_path / "unused.npz", seed=9).items()}
+    opts = CompressOptions(sparsity=PerKind(0.8, 0.7), bits=PerKind(4, 5), index_bits=PerKind(4, 4), min_weights=16)
+    onnx_dc.compress(src, tmp_path / "free.onnx", opts)
+    onnx_dc.compress(src, tmp_path / "aware.onnx", CompressOptions(**{**opts.__dict__, "calibration": str(tmp_path / "cal.npz")}))
+    ref = ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, test)[0]
+    free = run_reference(str(tmp_path / "free.onnx"), test)[0]
+    aware = run_reference(str(tmp_path / "aware.onnx"), test)[0]
+    assert _rel_error(ref, aware) < 0.8 * _rel_error(ref, free)
+    onnx.checker.check_model(onnx.load(str(tmp_path / "aware.onnx")))
+    # The native library agrees with the oracle on the refitted model (biases included).
+    native = onnx_dc.make_session(str(tmp_path / "aware.onnx")).run(None, test)[0]
+    np.testing.assert_allclose(native, aware, rtol=1e-4, atol=1e-4 * float(np.abs(aware).max()))
+    del feeds
+
+
+def test_target_ratio_is_reached(tmp_path):
+    model = builders.mlp((64, 48, 32, 10))
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz")
+    result = onnx_dc.compress(src, tmp_path / "out.onnx", CompressOptions(calibration=str(tmp_path / "cal.npz"),
+                                                                          target_ratio=5, min_weights=16))
+    assert result.report["file"]["ratio"] >= 5
+    assert set(result.policy) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+BAD = [
+    ({"x": np.zeros((300, 64), np.float32)}, [], "no array named 'input'"),
+    ({"input": np.zeros((300, 63), np.float32)}, [], "has shape [300, 63]"),
+    ({"input": np.zeros((300, 64), np.int64)}, [], "dtype"),
+    ({"input": np.zeros((3, 64), np.float32)}, [], "at least"),
+    (None, ["--target-ratio", "5"], "needs --calibration"),
+]
+
+
+@pytest.mark.parametrize("arrays,extra,message", BAD)
+def test_bad_calibration_gets_one_line(tmp_path, arrays, extra, message):
+    src = builders.save(builders.mlp((64, 48, 32, 10)), tmp_path / "in.onnx")
+    args = ["compress", src, "-o", str(tmp_path / "out.onnx"), "--min-weights", "16", *extra]
+    if arrays is not None:
+        np.savez(tmp_path / "cal.npz", **arrays)
+        args += ["--calibration", str(tmp_path / "cal.npz")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_sensitivity_json(tmp_path):
+    model = builders.mlp((64, 48, 32, 10))
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz", n=200)
+    r = CliRunner().invoke(main, ["sensitivity", src, "--calibration", str(tmp_path / "cal.npz"), "--sparsities",
+                                  "0.5,0.9", "--json", "--plot", str(tmp_path / "s.png")])
+    assert r.exit_code == 0, r.output
+    points = json.loads(r.stdout)["points"]
+    assert {p["layer"] for p in points} == {"fc1.weight", "fc2.weight", "fc3.weight"}
+    assert len(points) == 3 * 2 * 3  # layers × sparsities × bit widths
+    for layer in ("fc1.weight", "fc2.weight"):
+        err = {p["sparsity"]: p["output_error"] for p in points if p["layer"] == layer and p["bits"] == 5}
+        assert err[0.9] > err[0.5]  # pruning harder hurts more
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
