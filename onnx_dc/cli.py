@@ -228,7 +228,7 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, plot_path,
 
     def body():
         from .api import sensitivity as api_sensitivity
-        from .sensitivity import DEFAULT_BITS, plot, sensitivity_rows
+        from .layer_sensitivity import plot, sensitivity_rows
 
         grid = None
         if sparsities:
