@@ -88,7 +88,12 @@ class _SparseStats(ctypes.Structure):
     _fields_ = [
         ("rows", ctypes.c_uint64), ("cols", ctypes.c_uint64), ("nnz", ctypes.c_uint64),
         ("resident_bytes", ctypes.c_uint64), ("column_index_bytes", ctypes.c_uint32), ("parts", ctypes.c_uint32),
+        ("blocks", ctypes.c_uint64), ("spans", ctypes.c_uint64), ("span_columns", ctypes.c_uint64),
     ]
+
+
+class _GemmInfo(ctypes.Structure):
+    _fields_ = [("stats", _SparseStats), ("kernel", ctypes.c_char * 16), ("form", ctypes.c_char * 16)]
 
 
 class NativeLibrary:
@@ -103,7 +108,15 @@ class NativeLibrary:
         lib.onnx_dc_decode_dense.argtypes = [u8p, size, ctypes.c_int, f32p, size, err, size]
         lib.onnx_dc_sparse_stats.argtypes = [u8p, size, ctypes.c_int, ctypes.POINTER(_SparseStats), err, size]
         lib.onnx_dc_spmm.argtypes = [u8p, size, ctypes.c_int, f32p, size, f32p, f32p, err, size]
-        for fn in (lib.onnx_dc_payload_info, lib.onnx_dc_decode_dense, lib.onnx_dc_sparse_stats, lib.onnx_dc_spmm):
+        lib.onnx_dc_cpu_features.argtypes = []
+        lib.onnx_dc_cpu_features.restype = ctypes.c_uint32
+        lib.onnx_dc_gemm_create.argtypes = [u8p, size, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p), err, size]
+        lib.onnx_dc_gemm_info.argtypes = [ctypes.c_void_p, ctypes.POINTER(_GemmInfo), err, size]
+        lib.onnx_dc_gemm_run.argtypes = [ctypes.c_void_p, ctypes.c_int, f32p, size, f32p, f32p, size, err, size]
+        lib.onnx_dc_gemm_free.argtypes = [ctypes.c_void_p]
+        lib.onnx_dc_gemm_free.restype = None
+        for fn in (lib.onnx_dc_payload_info, lib.onnx_dc_decode_dense, lib.onnx_dc_sparse_stats, lib.onnx_dc_spmm,
+                   lib.onnx_dc_gemm_create, lib.onnx_dc_gemm_info, lib.onnx_dc_gemm_run):
             fn.restype = ctypes.c_int
         self._lib = lib
 
@@ -147,3 +160,76 @@ class NativeLibrary:
         self._call(self._lib.onnx_dc_spmm, blob, kernels[kernel], x.ctypes.data, x.shape[0],
                    None if bias is None else bias.ctypes.data, y.ctypes.data)
         return y
+
+    def cpu_features(self) -> dict:
+        """Which kernel sets exist here: {"avx2_compiled": bool, "avx2_runs": bool}."""
+        bits = self._lib.onnx_dc_cpu_features()
+        return {"avx2_compiled": bool(bits & 1), "avx2_runs": bool(bits & 2)}
+
+    def gemm(self, blob: bytes, options: str = "") -> "NativeGemm":
+        """A decoded layer for repeated runs (options: see NativeGemm)."""
+        return NativeGemm(self, blob, options)
+
+
+class NativeGemm:
+    """One layer decoded into DCSparseGemm's execution format, as onnxruntime holds it (c_api.h:
+    onnx_dc_gemm_*). ``options``: comma-separated ``kernel=auto|scalar|avx2``, ``span=N`` (columns per
+    span), ``span_entries=N``, ``parts=N``; environment variables ONNX_DC_KERNEL / ONNX_DC_SPAN_COLUMNS apply
+    to what is not given."""
+
+    def __init__(self, native: NativeLibrary, blob: bytes, options: str = ""):
+        self._lib = native._lib
+        self._handle = None
+        info = native.payload_info(blob)
+        self.rows, self.cols = info["rows"], info["cols"]
+        handle = ctypes.c_void_p()
+        message = ctypes.create_string_buffer(1024)
+        buf = ctypes.create_string_buffer(bytes(blob), len(blob))
+        if self._lib.onnx_dc_gemm_create(buf, len(blob), options.encode(), ctypes.byref(handle), message,
+                                         len(message)) != 0:
+            raise NativeError(message.value.decode("utf-8", "replace"))
+        self._handle = handle
+
+    def info(self) -> dict:
+        """Execution format and kernel: rows, cols, nnz, resident_bytes, column_index_bytes, parts, blocks,
+        spans, span_columns, kernel ("scalar"/"avx2"), form ("sparse-blocks")."""
+        gi = _GemmInfo()
+        message = ctypes.create_string_buffer(1024)
+        if self._lib.onnx_dc_gemm_info(self._handle, ctypes.byref(gi), message, len(message)) != 0:
+            raise NativeError(message.value.decode("utf-8", "replace"))
+        out = {name: getattr(gi.stats, name) for name, _ in _SparseStats._fields_}
+        out["kernel"], out["form"] = gi.kernel.decode(), gi.form.decode()
+        return out
+
+    def run(self, x: np.ndarray, bias: np.ndarray | None = None, mode: str = "fast", threads: int = 1,
+            out: np.ndarray | None = None) -> np.ndarray:
+        """Y = X · Wᵀ (+ bias) for a 2-D X; mode "reference" (the scalar reference) or "fast" (the kernels, on
+        `threads` threads of this call)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.cols:
+            raise NativeError(f"x must be [m, {self.cols}], got {x.shape}")
+        if bias is not None:
+            bias = np.ascontiguousarray(bias, dtype=np.float32)
+            if bias.shape != (self.rows,):
+                raise NativeError(f"bias must be [{self.rows}], got {bias.shape}")
+        y = out if out is not None else np.empty((x.shape[0], self.rows), dtype=np.float32)
+        if y.shape != (x.shape[0], self.rows) or y.dtype != np.float32 or not y.flags.c_contiguous:
+            raise NativeError("out has the wrong shape, type or layout")
+        message = ctypes.create_string_buffer(1024)
+        modes = {"reference": 0, "fast": 1}
+        if self._lib.onnx_dc_gemm_run(self._handle, modes[mode], x.ctypes.data, x.shape[0],
+                                      None if bias is None else bias.ctypes.data, y.ctypes.data, int(threads),
+                                      message, len(message)) != 0:
+            raise NativeError(message.value.decode("utf-8", "replace"))
+        return y
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._lib.onnx_dc_gemm_free(self._handle)
+            self._handle = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

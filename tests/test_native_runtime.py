@@ -103,9 +103,11 @@ def native(lib_path):
     return NativeLibrary(lib_path)
 
 
-def run_python(code: str, lib: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter (so that a crash is a failed test, not a dead test run)."""
-    env = dict(os.environ, ONNX_DC_LIBRARY=lib, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
+def run_python(code: str, lib: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter (so that a crash is a failed test, not a dead test run); `env`: extra
+    environment variables."""
+    env = dict(os.environ, **(env or {}), ONNX_DC_LIBRARY=lib,
+               PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]))
     return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -215,3 +215,167 @@ def test_bias_absent_by_empty_name_or_given_at_run_time(lib_path):
     bias = rng.standard_normal(12).astype(np.float32)
     y = make_session(model, intra_op_threads=1).run(None, {"X": x, "B": bias})[0]
     _check_close(y, x, dense, bias)
+
+
+# ---- every kernel set and execution-format variant against the scalar reference (gemm.h's order) ------------
+
+def _kernel_sets(native):
+    sets = ["scalar"]
+    if native.cpu_features()["avx2_runs"]:
+        sets.append("avx2")
+    return sets
+
+
+def _bits(a):
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+KERNEL_CASES = [
+    # (N, K), density, weight bits, index bits
+    ((123, 345), 0.15, 5, 4),
+    ((300, 784), 0.08, 5, 5),    # a LeNet layer: many short cluster runs (padding)
+    ((64, 3000), 0.3, 8, 6),     # 256-entry codebook, long rows
+    ((40, 70), 1.0, 3, 4),       # nothing pruned
+    ((17, 50), 0.0, 3, 3),       # everything pruned
+    ((5, 70000), 0.003, 4, 16),  # K >= 65536: 32-bit columns
+]
+BATCHES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 25, 33, 64, 65]
+# Execution-format options: default; narrow column spans forced (several spans per row); few row parts.
+FORMATS = ["", "span=37,span_entries=1", "span=700,span_entries=1,parts=3"]
+
+
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=[f"{c[0][0]}x{c[0][1]}-d{c[1]}" for c in KERNEL_CASES])
+def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
+    """C API: for each kernel set (scalar, avx2 where the CPU has it) and format variant, the fast path on 1, 2
+    and 3 threads equals the scalar reference bit for bit at every batch size (vector kernel, 8- and 16-row
+    tiles, odd tails), with and without bias; the reference is close to numpy; all kernel sets agree."""
+    (n, k), density, wb, ib = case
+    rng = np.random.default_rng(n * 7 + k)
+    blob = random_payload(rng, (n, k), density, wb, ib)
+    dense = python_dense(blob)
+    bias = rng.standard_normal(n).astype(np.float32)
+    xs = {m: rng.standard_normal((m, k)).astype(np.float32) for m in BATCHES if m * k <= 4_000_000}
+    for options in FORMATS:
+        outputs = {}
+        for kernel in _kernel_sets(native):
+            gemm = native.gemm(blob, f"kernel={kernel},{options}".rstrip(","))
+            info = gemm.info()
+            assert info["kernel"] == kernel and info["form"] == "sparse-blocks"
+            if "span=37" in options and density > 0 and k > 37:
+                assert info["spans"] > 1
+            for m, x in xs.items():
+                for b in (None, bias):
+                    ref = gemm.run(x, b, mode="reference")
+                    _check_close(ref, x, dense, b)
+                    for threads in (1, 2, 3):
+                        fast = gemm.run(x, b, threads=threads)
+                        assert np.array_equal(_bits(fast), _bits(ref)), (kernel, options, m, threads, b is None)
+                    outputs.setdefault((m, b is None), []).append(ref)
+            gemm.close()
+        for key, ys in outputs.items():
+            for y in ys[1:]:
+                assert np.array_equal(_bits(y), _bits(ys[0])), ("kernel sets differ", options, key)
+
+
+def test_spans_change_the_order_not_the_result(native):
+    """Spans are part of the summation order: within a variant bit-identical, across variants equal to
+    float32 rounding (and to numpy)."""
+    rng = np.random.default_rng(5)
+    blob = random_payload(rng, (200, 5000), 0.2, 5, 5)
+    dense = python_dense(blob)
+    x = rng.standard_normal((9, 5000)).astype(np.float32)
+    one = native.gemm(blob, "span=100000")
+    many = native.gemm(blob, "span=1000,span_entries=1")
+    assert one.info()["spans"] == 1 and many.info()["spans"] == 5
+    y1, y5 = one.run(x), many.run(x)
+    _check_close(y1, x, dense, None)
+    _check_close(y5, x, dense, None)
+    assert np.array_equal(_bits(y5), _bits(many.run(x, mode="reference")))
+
+
+def test_non_finite_inputs_propagate_like_the_reference(native):
+    rng = np.random.default_rng(8)
+    blob = random_payload(rng, (50, 90), 0.3, 4, 4)
+    x = rng.standard_normal((17, 90)).astype(np.float32)
+    x[0, :5] = np.inf
+    x[3, 7] = np.nan
+    x[9, :] = -np.inf
+    for kernel in _kernel_sets(native):
+        gemm = native.gemm(blob, f"kernel={kernel}")
+        for m in (1, 8, 17):
+            ref, fast = gemm.run(x[:m], mode="reference"), gemm.run(x[:m])
+            assert np.array_equal(np.isnan(ref), np.isnan(fast))
+            finite = ~np.isnan(ref)
+            assert np.array_equal(_bits(ref[finite]), _bits(fast[finite]))
+        assert np.isnan(gemm.run(x[3:4])).any()
+
+
+def test_gemm_options_are_checked(native):
+    from onnx_dc.runtime import NativeError
+    blob = random_payload(np.random.default_rng(1), (10, 20), 0.5, 3, 3)
+    for bad, message in [("kernel=sse9", "unknown kernel"), ("span=0", "positive integer"), ("span=-3", "positive"),
+                         ("colour=red", "unknown option"), ("kernel", "key=value")]:
+        with pytest.raises(NativeError, match=message):
+            native.gemm(blob, bad)
+    if not native.cpu_features()["avx2_runs"]:
+        with pytest.raises(NativeError, match="avx2"):
+            native.gemm(blob, "kernel=avx2")
+
+
+# ---- the same through onnxruntime: ONNX_DC_KERNEL / ONNX_DC_SPAN_COLUMNS steer the session's kernels ---------
+
+@pytest.mark.parametrize("case", [((300, 784), 0.08, 5, 5), ((257, 513), 0.35, 8, 8), ((6, 70000), 0.002, 4, 16)],
+                         ids=["lenet_fc1", "odd", "wide_k"])
+def test_onnxruntime_kernel_sets_and_threads_agree_with_the_reference(native, lib_path, monkeypatch, case):
+    (n, k), density, wb, ib = case
+    rng = np.random.default_rng(k)
+    blob = random_payload(rng, (n, k), density, wb, ib)
+    bias = rng.standard_normal(n).astype(np.float32)
+    model = sparse_gemm_model(blob, ["M", k], bias=bias)
+    ref_gemm = native.gemm(blob)
+    for span in ("", "97"):
+        if span:
+            monkeypatch.setenv("ONNX_DC_SPAN_COLUMNS", span)
+        else:
+            monkeypatch.delenv("ONNX_DC_SPAN_COLUMNS", raising=False)
+        reference = native.gemm(blob, f"span={span},span_entries=32" if span else "")
+        for kernel in _kernel_sets(native):
+            monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
+            for threads in (1, 2):
+                sess = make_session(model, intra_op_threads=threads)
+                for m in (1, 2, 8, 9, 16, 17, 64):
+                    x = rng.standard_normal((m, k)).astype(np.float32)
+                    y = sess.run(None, {"X": x})[0]
+                    assert np.array_equal(_bits(y), _bits(reference.run(x, bias, mode="reference"))), (kernel, m)
+                    if not span:
+                        assert np.array_equal(_bits(y), _bits(ref_gemm.run(x, bias, mode="reference")))
+
+
+def test_onnxruntime_rejects_an_unknown_kernel_request(lib_path):
+    proc = run_python("""
+import numpy as np
+from onnx_dc.runtime import make_session
+from test_native_runtime import random_payload, sparse_gemm_model
+blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
+try:
+    make_session(sparse_gemm_model(blob, ["M", 50]), intra_op_threads=1)
+except Exception as exc:
+    print("ERROR:", exc)
+else:
+    print("NO ERROR")
+""", lib_path, env={"ONNX_DC_KERNEL": "sse9"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERROR:" in proc.stdout and "unknown kernel 'sse9'" in proc.stdout, proc.stdout
+
+
+def test_debug_variable_reports_the_chosen_form(lib_path):
+    proc = run_python("""
+import numpy as np
+from onnx_dc.runtime import make_session
+from test_native_runtime import random_payload, sparse_gemm_model
+blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
+make_session(sparse_gemm_model(blob, ["M", 50]), intra_op_threads=1)
+print("made")
+""", lib_path, env={"ONNX_DC_DEBUG": "1", "ONNX_DC_KERNEL": "scalar"})
+    assert proc.returncode == 0 and "made" in proc.stdout, proc.stderr[-3000:]
+    assert "DCSparseGemm node 'fc': 30 x 50" in proc.stderr and "form sparse-blocks, kernel scalar" in proc.stderr

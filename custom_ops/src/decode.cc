@@ -441,7 +441,6 @@ SparseMatrix DecodeSparse(const uint8_t* data, size_t size, const DecodeOptions&
   } else {
     DecodeCsr(data, info, w, w.col16);
   }
-  PartitionRows(w, 64);
   return w;
 }
 

@@ -1,120 +1,241 @@
-// DCSparseGemm CPU kernels over the execution format of gemm.h.
-//
-// Two fast kernels, both in the canonical summation order of gemm.h (bit-identical to SpmmReference):
-//   - vector: one batch row; per output row, four partial sums over its entries (4 independent chains
-//     hide the add latency); reads 3 bytes of weights per nonzero and gathers X.
-//   - tile: kTile = 8 batch rows at once on a column-major packed copy of X (8 floats per column, one
-//     32-byte load per entry); every entry is decoded (codebook lookup, column) once and applied to the
-//     8 rows. Written with GCC vector extensions: two SSE ops per step on baseline x86-64, one AVX op
-//     where the compiler may use AVX (the later SIMD work adds explicit dispatch here).
+// DCSparseGemm on the CPU: building the execution format (gemm.h), the thread partition, the scalar
+// reference, the portable ("scalar") kernel set, kernel selection, and the task structure the onnxruntime
+// kernel and the C API share.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
 
-#include "onnx_dc/gemm.h"
+#define ONNX_DC_KERNEL_NS portable
+#include "gemm_kernels.h"
+#undef ONNX_DC_KERNEL_NS
+
+#if defined(__x86_64__) || defined(__i386__)
+#define ONNX_DC_X86 1
+#endif
 
 namespace onnx_dc {
+
+// ---- kernel sets ----------------------------------------------------------------------------------------
+
+namespace portable {
 namespace {
 
-typedef float V8 __attribute__((vector_size(32)));
-static_assert(sizeof(V8) == kTile * sizeof(float), "tile width is one V8");
-
-inline V8 LoadV8(const float* p) {
-  V8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
+void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+  if (w.wide())
+    VectorRowsT<uint32_t>(w, x, bias, y, r0, r1);
+  else
+    VectorRowsT<uint16_t>(w, x, bias, y, r0, r1);
+}
+template <int V>
+void TileN(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+  if (w.wide())
+    TileRowsT<uint32_t, V>(w, xt, valid, bias, y, r0, r1);
+  else
+    TileRowsT<uint16_t, V>(w, xt, valid, bias, y, r0, r1);
 }
 
-template <typename Col>
-const Col* Columns(const SparseMatrix& w);
-template <>
-const uint16_t* Columns<uint16_t>(const SparseMatrix& w) {
-  return w.col16.data();
-}
-template <>
-const uint32_t* Columns<uint32_t>(const SparseMatrix& w) {
-  return w.col32.data();
-}
+const KernelSet kScalar = {"scalar", Vector, TileN<1>, TileN<2>, PackGeneric};
 
-// Y[n] for n in [r0, r1) of one batch row: y points at that batch row of Y.
-template <typename Col>
-void VectorRows(const SparseMatrix& w, const float* __restrict x, const float* __restrict bias, float* __restrict y,
-                uint64_t r0, uint64_t r1) {
-  if (w.nnz == 0) {
-    for (uint64_t n = r0; n < r1; ++n) y[n] = bias ? bias[n] : 0.0f;
-    return;
+}  // namespace
+}  // namespace portable
+
+const KernelSet* ScalarKernels() { return &portable::kScalar; }
+
+#if defined(ONNX_DC_X86) && defined(ONNX_DC_HAVE_AVX2_TU)
+const KernelSet* Avx2KernelSet();  // gemm_avx2.cc
+const KernelSet* Avx2Kernels() { return Avx2KernelSet(); }
+bool CpuHasAvx2() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("bmi");
+  }();
+  return has;
+}
+#else
+const KernelSet* Avx2Kernels() { return nullptr; }
+bool CpuHasAvx2() { return false; }
+#endif
+
+const char* KernelName(const KernelSet* k) { return k ? k->name : "none"; }
+
+const KernelSet* ResolveKernel(const std::string& request) {
+  std::string want = request;
+  if (want.empty() || want == "auto") {
+    const char* env = std::getenv("ONNX_DC_KERNEL");
+    want = env && *env ? env : "auto";
   }
-  const Col* __restrict col = Columns<Col>(w);
-  const uint8_t* __restrict cl = w.cluster.data();
-  const float* __restrict cb = w.codebook.data();
-  const uint64_t* rp = w.row_ptr.data();
-  for (uint64_t n = r0; n < r1; ++n) {
-    uint64_t e = rp[n];
-    const uint64_t end = rp[n + 1];
-    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
-    for (; e + 4 <= end; e += 4) {
-      s0 += cb[cl[e]] * x[col[e]];
-      s1 += cb[cl[e + 1]] * x[col[e + 1]];
-      s2 += cb[cl[e + 2]] * x[col[e + 2]];
-      s3 += cb[cl[e + 3]] * x[col[e + 3]];
+  if (want == "scalar") return ScalarKernels();
+  if (want == "avx2") {
+    if (!Avx2Kernels()) throw std::invalid_argument("the avx2 kernels are not compiled into this library");
+    if (!CpuHasAvx2()) throw std::invalid_argument("this CPU lacks AVX2/BMI1, so the avx2 kernels cannot run");
+    return Avx2Kernels();
+  }
+  if (want != "auto")
+    throw std::invalid_argument("unknown kernel '" + want + "' (ONNX_DC_KERNEL / kernel= takes auto, scalar or avx2)");
+  return Avx2Kernels() && CpuHasAvx2() ? Avx2Kernels() : ScalarKernels();
+}
+
+// ---- aligned scratch -----------------------------------------------------------------------------------------
+
+AlignedFloats::~AlignedFloats() { std::free(data_); }
+
+void AlignedFloats::Resize(size_t n) {
+  if (n <= size_ && data_) return;
+  std::free(data_);
+  data_ = nullptr;
+  size_ = 0;
+  if (n > (~size_t{0} - 64) / sizeof(float)) throw std::bad_alloc();
+  const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
+  data_ = static_cast<float*>(std::aligned_alloc(64, bytes ? bytes : 64));
+  if (!data_) throw std::bad_alloc();
+  size_ = n;
+}
+
+// ---- building the execution format ----------------------------------------------------------------------
+
+size_t BlockMatrix::ResidentBytes() const {
+  return sizeof(*this) + seg.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
+         col32.size() * sizeof(uint32_t) + weight.size() * sizeof(float) + parts.size() * sizeof(uint64_t);
+}
+
+const char* BlockMatrix::kernel_name() const { return KernelName(kernels); }
+
+namespace {
+
+uint64_t SpanColumns(const GemmOptions& options) {
+  if (options.span_columns) return options.span_columns;
+  if (const char* env = std::getenv("ONNX_DC_SPAN_COLUMNS")) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && v > 0) return v;
+    throw std::invalid_argument(std::string("ONNX_DC_SPAN_COLUMNS must be a positive integer, got '") + env + "'");
+  }
+  return kSpanColumns;
+}
+
+// Fill seg, the columns and the weights from the CSR (columns src, ascending within a row). Per (row, span):
+// a counting sort by cluster (stable, so columns stay ascending within a cluster), each cluster's run
+// padded to whole blocks with column K. Clusters are < ncl (1 + the largest in the CSR).
+template <typename Col, typename Src>
+void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatrix& w, std::vector<Col>& col) {
+  const uint64_t spans = w.spans, span = w.span;
+  const uint8_t* cl = csr.cluster.data();
+  const uint64_t* rp = csr.row_ptr.data();
+  uint32_t count[256] = {};
+  uint64_t next[256] = {};
+  // The entries of (row r, span s): [lo, hi).
+  auto span_end = [&](uint64_t r, uint64_t s, uint64_t lo) -> uint64_t {
+    if (s + 1 == spans) return rp[r + 1];
+    const uint64_t c1 = (s + 1) * span;
+    return static_cast<uint64_t>(std::lower_bound(src + lo, src + rp[r + 1], c1, [](Src a, uint64_t b) {
+                                   return a < b;
+                                 }) - src);
+  };
+  // Pass 1: blocks per (row, span).
+  w.seg.assign(w.rows * spans + 1, 0);
+  for (uint64_t r = 0; r < w.rows; ++r) {
+    uint64_t lo = rp[r];
+    for (uint64_t s = 0; s < spans; ++s) {
+      const uint64_t hi = span_end(r, s, lo);
+      for (uint64_t e = lo; e < hi; ++e) ++count[cl[e]];
+      uint64_t blocks = 0;
+      for (unsigned c = 0; c < ncl; ++c) {
+        blocks += (count[c] + kBlock - 1) / kBlock;
+        count[c] = 0;
+      }
+      w.seg[r * spans + s + 1] = w.seg[r * spans + s] + blocks;
+      lo = hi;
     }
-    if (e < end) s0 += cb[cl[e]] * x[col[e]];
-    if (e + 1 < end) s1 += cb[cl[e + 1]] * x[col[e + 1]];
-    if (e + 2 < end) s2 += cb[cl[e + 2]] * x[col[e + 2]];
-    float v = (s0 + s1) + (s2 + s3);
-    if (bias) v += bias[n];
-    y[n] = v;
+  }
+  w.blocks = w.seg.back();
+  col.resize(w.blocks * kBlock);
+  w.weight.assign(w.blocks + kBlock, 0.0f);
+  // Pass 2: the blocks.
+  const Col pad = static_cast<Col>(w.cols);
+  Col* out = col.data();
+  float* weight = w.weight.data();
+  for (uint64_t r = 0; r < w.rows; ++r) {
+    uint64_t lo = rp[r];
+    for (uint64_t s = 0; s < spans; ++s) {
+      const uint64_t hi = span_end(r, s, lo);
+      for (uint64_t e = lo; e < hi; ++e) ++count[cl[e]];
+      uint64_t block = w.seg[r * spans + s];
+      for (unsigned c = 0; c < ncl; ++c) {
+        if (!count[c]) continue;
+        const uint64_t nb = (count[c] + kBlock - 1) / kBlock;
+        next[c] = block * kBlock;
+        for (uint64_t b = block; b < block + nb; ++b) weight[b] = csr.codebook[c];
+        for (uint64_t q = block * kBlock + count[c]; q < (block + nb) * kBlock; ++q) out[q] = pad;
+        block += nb;
+        count[c] = 0;
+      }
+      for (uint64_t e = lo; e < hi; ++e) out[next[cl[e]]++] = static_cast<Col>(src[e]);
+      lo = hi;
+    }
   }
 }
 
-// Y[b, n] for the `valid` (<= kTile) batch rows of a packed unit xt (K x kTile) and n in [r0, r1);
-// y points at the unit's first batch row of Y, whose rows are w.rows apart.
 template <typename Col>
-void TileRows(const SparseMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
-              float* __restrict y, uint64_t r0, uint64_t r1) {
-  const uint64_t ld = w.rows;
-  if (w.nnz == 0) {
-    for (size_t b = 0; b < valid; ++b)
-      for (uint64_t n = r0; n < r1; ++n) y[b * ld + n] = bias ? bias[n] : 0.0f;
-    return;
-  }
-  const Col* __restrict col = Columns<Col>(w);
-  const uint8_t* __restrict cl = w.cluster.data();
-  const float* __restrict cb = w.codebook.data();
-  const uint64_t* rp = w.row_ptr.data();
-  for (uint64_t n = r0; n < r1; ++n) {
-    uint64_t e = rp[n];
-    const uint64_t end = rp[n + 1];
-    V8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    for (; e + 4 <= end; e += 4) {
-      a0 += cb[cl[e]] * LoadV8(xt + size_t{col[e]} * kTile);
-      a1 += cb[cl[e + 1]] * LoadV8(xt + size_t{col[e + 1]} * kTile);
-      a2 += cb[cl[e + 2]] * LoadV8(xt + size_t{col[e + 2]} * kTile);
-      a3 += cb[cl[e + 3]] * LoadV8(xt + size_t{col[e + 3]} * kTile);
-    }
-    if (e < end) a0 += cb[cl[e]] * LoadV8(xt + size_t{col[e]} * kTile);
-    if (e + 1 < end) a1 += cb[cl[e + 1]] * LoadV8(xt + size_t{col[e + 1]} * kTile);
-    if (e + 2 < end) a2 += cb[cl[e + 2]] * LoadV8(xt + size_t{col[e + 2]} * kTile);
-    V8 v = (a0 + a1) + (a2 + a3);
-    if (bias) v += bias[n];
-    float out[kTile];
-    std::memcpy(out, &v, sizeof out);
-    for (size_t b = 0; b < valid; ++b) y[b * ld + n] = out[b];
-  }
+void FillBlocks(const SparseMatrix& csr, BlockMatrix& w, std::vector<Col>& col) {
+  unsigned ncl = 0;
+  for (uint8_t c : csr.cluster) ncl = c >= ncl ? c + 1u : ncl;
+  if (csr.wide())
+    FillBlocks(csr, csr.col32.data(), ncl, w, col);
+  else
+    FillBlocks(csr, csr.col16.data(), ncl, w, col);
 }
 
 }  // namespace
 
-size_t SparseMatrix::ResidentBytes() const {
-  return sizeof(*this) + row_ptr.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
-         col32.size() * sizeof(uint32_t) + cluster.size() + parts.size() * sizeof(uint64_t);
+BlockMatrix BuildBlockMatrix(const SparseMatrix& csr, const GemmOptions& options) {
+  if (csr.cols >= (uint64_t{1} << 32))
+    throw std::invalid_argument("K = " + std::to_string(csr.cols) +
+                                " is too large for DCSparseGemm's execution format (K < 2^32)");
+  BlockMatrix w;
+  w.kernels = ResolveKernel(options.kernel);
+  w.rows = csr.rows;
+  w.cols = csr.cols;
+  w.nnz = csr.nnz;
+  w.span = w.cols;
+  w.weight.assign(kBlock, 0.0f);
+  if (w.rows > 0 && w.nnz > 0) {
+    // Spans: K / span_columns of them, but only as many as keep min_span_entries entries per (row, span) on
+    // average, and at most kMaxSpans: seg then has at most rows + nnz / min_span_entries entries.
+    const uint64_t want = SpanColumns(options);
+    const uint64_t dense_enough = w.nnz / std::max<uint64_t>(1, options.min_span_entries) / w.rows;
+    uint64_t spans = w.cols / want + (w.cols % want != 0);
+    spans = std::min<uint64_t>({spans, kMaxSpans, std::max<uint64_t>(1, dense_enough)});
+    w.spans = std::max<uint64_t>(1, spans);
+    w.span = (w.cols + w.spans - 1) / w.spans;
+    if (w.wide())
+      FillBlocks(csr, w, w.col32);
+    else
+      FillBlocks(csr, w, w.col16);
+  }
+  PartitionRows(w, options.max_parts);
+  return w;
 }
 
-void PartitionRows(SparseMatrix& w, size_t max_parts) {
-  constexpr uint64_t kMinPartCost = 4096;  // nonzeros (+ rows) per part, so a part is worth a task
+BlockMatrix DecodeBlockMatrix(const uint8_t* data, size_t size, const DecodeOptions& decode,
+                              const GemmOptions& options) {
+  const GemmOptions checked = options;  // resolve the kernel before the (longer) decode
+  (void)ResolveKernel(checked.kernel);
+  return BuildBlockMatrix(DecodeSparse(data, size, decode), checked);
+}
+
+void PartitionRows(BlockMatrix& w, size_t max_parts) {
+  constexpr uint64_t kMinPartCost = 4096;  // slots (+ rows) per part, so a part is worth a task
   w.parts.assign(1, 0);
   if (w.rows == 0) return;  // no parts, no tasks
-  const uint64_t total = w.nnz + w.rows;
-  uint64_t n_parts = std::max<uint64_t>(1, std::min<uint64_t>({max_parts, w.rows, total / kMinPartCost}));
+  const uint64_t total = w.slots() + w.rows;
+  const uint64_t n_parts =
+      std::max<uint64_t>(1, std::min<uint64_t>({std::max<size_t>(max_parts, 1), w.rows, total / kMinPartCost}));
   if (w.nnz == 0) {  // rows may be huge here (no per-row data): cut evenly, O(parts)
     for (uint64_t p = 1; p < n_parts; ++p) w.parts.push_back(w.rows / n_parts * p);
     w.parts.push_back(w.rows);
@@ -123,7 +244,7 @@ void PartitionRows(SparseMatrix& w, size_t max_parts) {
   // Greedy: close part p once the cost so far reaches (p + 1) / n_parts of the total.
   uint64_t cost = 0, p = 0;
   for (uint64_t r = 0; r < w.rows && p + 1 < n_parts; ++r) {
-    cost += w.row_ptr[r + 1] - w.row_ptr[r] + 1;
+    cost += (w.seg[(r + 1) * w.spans] - w.seg[r * w.spans]) * kBlock + 1;
     if (cost * n_parts >= (p + 1) * total) {
       w.parts.push_back(r + 1);
       ++p;
@@ -132,76 +253,100 @@ void PartitionRows(SparseMatrix& w, size_t max_parts) {
   if (w.parts.back() != w.rows) w.parts.push_back(w.rows);
 }
 
-void SpmmReference(const SparseMatrix& w, const float* x, size_t m, const float* bias, float* y) {
+// ---- the reference -----------------------------------------------------------------------------------------
+
+void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {
   const uint64_t n_out = w.rows, k = w.cols;
   for (size_t b = 0; b < m; ++b) {
     const float* xr = x + b * k;
+    auto xv = [&](uint64_t c) { return c < k ? xr[c] : 0.0f; };  // column K: the zero column
     for (uint64_t n = 0; n < n_out; ++n) {
-      float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float a[kChains] = {0.0f, 0.0f, 0.0f, 0.0f};
       if (w.nnz) {
-        for (uint64_t e = w.row_ptr[n], j = 0; e < w.row_ptr[n + 1]; ++e, ++j) {
-          const uint64_t c = w.wide() ? w.col32[e] : w.col16[e];
-          s[j % 4] += w.codebook[w.cluster[e]] * xr[c];
+        for (uint64_t s = 0; s < w.spans; ++s) {
+          for (uint64_t i = w.seg[n * w.spans + s], j = 0; i < w.seg[n * w.spans + s + 1]; ++i, ++j) {
+            const uint64_t q = i * kBlock;
+            uint64_t c[kBlock];
+            for (size_t u = 0; u < kBlock; ++u) c[u] = w.wide() ? w.col32[q + u] : w.col16[q + u];
+            float t = xv(c[0]) + xv(c[1]);
+            t = t + xv(c[2]);
+            t = t + xv(c[3]);
+            const float p = w.weight[i] * t;
+            a[j % kChains] = a[j % kChains] + p;
+          }
         }
       }
-      float v = (s[0] + s[1]) + (s[2] + s[3]);
-      if (bias) v += bias[n];
+      float v = (a[0] + a[1]) + (a[2] + a[3]);
+      if (bias) v = v + bias[n];
       y[b * n_out + n] = v;
     }
   }
 }
 
-SpmmPlan PlanSpmm(const SparseMatrix& w, size_t m) {
+// ---- tasks -------------------------------------------------------------------------------------------------
+
+SpmmPlan PlanSpmm(const BlockMatrix& w, size_t m) {
   SpmmPlan plan;
   plan.m = m;
   plan.k = w.cols;
-  plan.units = (m + kTile - 1) / kTile;
+  plan.full = m / 16;
+  size_t rem = m % 16;
+  if (rem >= 9) {
+    ++plan.full;
+    rem = 0;
+  }
+  plan.tail = rem == 0 ? 0 : rem == 1 ? 1 : 8;
+  plan.units = plan.full + (plan.tail ? 1 : 0);
   plan.parts = w.parts.empty() ? 0 : w.parts.size() - 1;
-  plan.needs_packing = m >= 2 && w.nnz > 0;
   return plan;
 }
 
-void PackUnit(const SpmmPlan& plan, const float* x, size_t unit, float* scratch) {
-  const size_t rows = plan.unit_rows(unit);
-  if (!plan.needs_packing || rows == 1) return;
-  const size_t k = plan.k;
-  const float* xu = x + unit * kTile * k;
-  float* xt = scratch + unit * k * kTile;
-  for (size_t c = 0; c < k; ++c) {
-    float* dst = xt + c * kTile;
-    for (size_t b = 0; b < rows; ++b) dst[b] = xu[b * k + c];
-    for (size_t b = rows; b < kTile; ++b) dst[b] = 0.0f;
+void PackUnit(const BlockMatrix& w, const SpmmPlan& plan, const float* x, size_t unit, float* scratch) {
+  const size_t k = plan.k, rows = plan.unit_rows(unit), width = plan.unit_width(unit);
+  const float* xu = x + plan.unit_first_row(unit) * k;
+  float* dst = scratch + plan.unit_offset(unit);
+  if (width == 1) {
+    if (k) std::memcpy(dst, xu, k * sizeof(float));
+    dst[k] = 0.0f;
+  } else {
+    w.kernels->pack(xu, rows, k, width, dst);
   }
 }
 
-void SpmmTask(const SparseMatrix& w, const SpmmPlan& plan, const float* x, const float* scratch, const float* bias,
-              float* y, size_t task) {
-  const size_t part = task / plan.units, unit = task % plan.units;
+void SpmmTask(const BlockMatrix& w, const SpmmPlan& plan, const float* scratch, const float* bias, float* y,
+              size_t task) {
+  const size_t unit = task / plan.parts, part = task % plan.parts;  // a unit's tasks in a row: its X stays in cache
   const uint64_t r0 = w.parts[part], r1 = w.parts[part + 1];
-  const size_t rows = plan.unit_rows(unit);
-  float* yu = y + unit * kTile * w.rows;
-  if (rows == 1 || !plan.needs_packing) {
-    for (size_t b = 0; b < rows; ++b) {
-      const float* xr = x + (unit * kTile + b) * plan.k;
-      if (w.wide())
-        VectorRows<uint32_t>(w, xr, bias, yu + b * w.rows, r0, r1);
-      else
-        VectorRows<uint16_t>(w, xr, bias, yu + b * w.rows, r0, r1);
-    }
-    return;
-  }
-  const float* xt = scratch + unit * plan.k * kTile;
-  if (w.wide())
-    TileRows<uint32_t>(w, xt, rows, bias, yu, r0, r1);
+  const size_t width = plan.unit_width(unit);
+  float* yu = y + plan.unit_first_row(unit) * w.rows;
+  const float* src = scratch + plan.unit_offset(unit);
+  if (width == 1)
+    w.kernels->vector(w, src, bias, yu, r0, r1);
+  else if (width == 8)
+    w.kernels->tile8(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
   else
-    TileRows<uint16_t>(w, xt, rows, bias, yu, r0, r1);
+    w.kernels->tile16(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
 }
 
-void SpmmSerial(const SparseMatrix& w, const float* x, size_t m, const float* bias, float* y) {
+void SpmmSerial(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {
   const SpmmPlan plan = PlanSpmm(w, m);
-  std::vector<float> scratch(plan.packed_floats());
-  for (size_t u = 0; u < plan.units; ++u) PackUnit(plan, x, u, scratch.data());
-  for (size_t t = 0; t < plan.tasks(); ++t) SpmmTask(w, plan, x, scratch.data(), bias, y, t);
+  AlignedFloats scratch(plan.scratch_floats());
+  for (size_t u = 0; u < plan.units; ++u) PackUnit(w, plan, x, u, scratch.data());
+  for (size_t t = 0; t < plan.tasks(); ++t) SpmmTask(w, plan, scratch.data(), bias, y, t);
+}
+
+void SpmmThreaded(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y, size_t threads) {
+  const SpmmPlan plan = PlanSpmm(w, m);
+  AlignedFloats scratch(plan.scratch_floats());
+  for (size_t u = 0; u < plan.units; ++u) PackUnit(w, plan, x, u, scratch.data());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t t; (t = next.fetch_add(1)) < plan.tasks();) SpmmTask(w, plan, scratch.data(), bias, y, t);
+  };
+  std::vector<std::thread> pool;
+  for (size_t i = 1; i < std::max<size_t>(threads, 1); ++i) pool.emplace_back(worker);
+  worker();
+  for (std::thread& th : pool) th.join();
 }
 
 }  // namespace onnx_dc

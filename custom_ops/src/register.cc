@@ -16,6 +16,8 @@
 #undef ORT_API_MANUAL_INIT
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -130,11 +132,14 @@ Blob ConstantPayload(const OrtKernelInfo* info, size_t index) {
 
 // ---- DCSparseGemm ---------------------------------------------------------------------------------------
 
-// Products below this many multiply-adds run on the calling thread: handing them to the pool costs more.
-constexpr uint64_t kParallelMinWork = 1 << 16;
+// Products below this much work (slots + outputs, times batch rows) run on the calling thread: handing
+// them to the pool costs more than it saves.
+constexpr uint64_t kParallelMinWork = uint64_t{1} << 17;
+// Scratch up to this many floats (the padded X row of a batch-1 call on K < 4096) lives on the stack.
+constexpr size_t kStackScratch = 4096;
 
 struct SpmmJob {
-  const SparseMatrix* w;
+  const BlockMatrix* w;
   const SpmmPlan* plan;
   const float* x;
   float* scratch;
@@ -144,71 +149,107 @@ struct SpmmJob {
 
 struct SparseGemmKernel {
   std::string who;
-  SparseMatrix w;
+  BlockMatrix w;
 
   OrtStatusPtr ComputeV2(OrtKernelContext* context) {
     return Guard(who, [&]() -> OrtStatus* { return Compute(context); });
   }
 
   OrtStatus* Compute(OrtKernelContext* context) {
-    Ort::KernelContext ctx(context);
-    const Ort::ConstValue x = ctx.GetInput(0);
-    const Ort::TensorTypeAndShapeInfo x_info = x.GetTensorTypeAndShapeInfo();
-    if (x_info.GetElementType() != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) throw InvalidArgument("X must be float32");
-    std::vector<int64_t> shape = x_info.GetShape();
-    if (shape.empty()) throw InvalidArgument("X must have rank >= 1, got a scalar");
-    if (shape.back() < 0 || static_cast<uint64_t>(shape.back()) != w.cols)
-      throw InvalidArgument("X's last dimension is " + std::to_string(shape.back()) + " but the payload's K is " +
+    const OrtValue* x_value = nullptr;
+    Check(g_api->KernelContext_GetInput(context, 0, &x_value));
+    if (!x_value) throw InvalidArgument("X is missing");
+    OrtTensorTypeAndShapeInfo* x_info = nullptr;
+    Check(g_api->GetTensorTypeAndShape(x_value, &x_info));
+    ONNXTensorElementDataType x_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+    size_t rank = 0;
+    int64_t small_shape[kMaxXRank];
+    std::vector<int64_t> big_shape;  // only for X of rank > 16
+    int64_t* shape = small_shape;
+    OrtStatus* s = g_api->GetTensorElementType(x_info, &x_type);
+    if (!s) s = g_api->GetDimensionsCount(x_info, &rank);
+    if (!s && rank > kMaxXRank) {
+      big_shape.resize(rank);
+      shape = big_shape.data();
+    }
+    if (!s) s = g_api->GetDimensions(x_info, shape, rank);
+    g_api->ReleaseTensorTypeAndShapeInfo(x_info);
+    Check(s);
+    if (x_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) throw InvalidArgument("X must be float32");
+    if (rank == 0) throw InvalidArgument("X must have rank >= 1, got a scalar");
+    if (shape[rank - 1] < 0 || static_cast<uint64_t>(shape[rank - 1]) != w.cols)
+      throw InvalidArgument("X's last dimension is " + std::to_string(shape[rank - 1]) + " but the payload's K is " +
                             std::to_string(w.cols) + " (X must be [..., K])");
     uint64_t m = 1;
-    for (size_t i = 0; i + 1 < shape.size(); ++i) {
+    for (size_t i = 0; i + 1 < rank; ++i) {
       if (shape[i] < 0 || __builtin_mul_overflow(m, static_cast<uint64_t>(shape[i]), &m))
         throw InvalidArgument("X has an invalid shape");
     }
     const float* bias = nullptr;
-    if (ctx.GetInputCount() > 2) {
-      const Ort::ConstValue b = ctx.GetInput(2);
-      if (b) {
-        const Ort::TensorTypeAndShapeInfo b_info = b.GetTensorTypeAndShapeInfo();
-        const std::vector<int64_t> b_shape = b_info.GetShape();
-        if (b_shape.size() != 1 || b_shape[0] < 0 || static_cast<uint64_t>(b_shape[0]) != w.rows)
+    size_t inputs = 0;
+    Check(g_api->KernelContext_GetInputCount(context, &inputs));
+    if (inputs > 2) {
+      const OrtValue* b_value = nullptr;
+      Check(g_api->KernelContext_GetInput(context, 2, &b_value));
+      if (b_value) {
+        OrtTensorTypeAndShapeInfo* b_info = nullptr;
+        Check(g_api->GetTensorTypeAndShape(b_value, &b_info));
+        size_t b_rank = 0;
+        int64_t b_len = -1;
+        s = g_api->GetDimensionsCount(b_info, &b_rank);
+        if (!s && b_rank == 1) s = g_api->GetDimensions(b_info, &b_len, 1);
+        g_api->ReleaseTensorTypeAndShapeInfo(b_info);
+        Check(s);
+        if (b_rank != 1 || b_len < 0 || static_cast<uint64_t>(b_len) != w.rows)
           throw InvalidArgument("B must have shape [N] = [" + std::to_string(w.rows) + "]");
-        bias = b.GetTensorData<float>();
+        void* p = nullptr;
+        Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(b_value), &p));  // only read
+        bias = static_cast<const float*>(p);
       }
     }
     if (w.rows > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw InvalidArgument("N is too large");
-    shape.back() = static_cast<int64_t>(w.rows);
-    Ort::UnownedValue y_value = ctx.GetOutput(0, shape);
-    float* y = y_value.GetTensorMutableData<float>();
+    shape[rank - 1] = static_cast<int64_t>(w.rows);
+    OrtValue* y_value = nullptr;
+    Check(g_api->KernelContext_GetOutput(context, 0, shape, rank, &y_value));
+    void* y_data = nullptr;
+    Check(g_api->GetTensorMutableData(y_value, &y_data));
+    float* y = static_cast<float*>(y_data);
     if (m == 0 || w.rows == 0) return nullptr;
-    const float* xd = x.GetTensorData<float>();
+    void* x_data = nullptr;
+    Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), &x_data));  // only read
+    const float* xd = static_cast<const float*>(x_data);
 
     const SpmmPlan plan = PlanSpmm(w, static_cast<size_t>(m));
-    float* scratch = nullptr;
+    alignas(64) float stack_scratch[kStackScratch];
+    float* scratch = stack_scratch;
     OrtAllocator* allocator = nullptr;
-    if (plan.packed_floats()) {
+    void* allocation = nullptr;
+    if (plan.scratch_floats() > kStackScratch) {
       Check(g_api->KernelContext_GetAllocator(context, CpuMemoryInfo(), &allocator));
-      void* p = nullptr;
-      if (OrtStatus* s = g_api->AllocatorAlloc(allocator, plan.packed_floats() * sizeof(float), &p)) {
+      if (plan.scratch_floats() > (~size_t{0} - 64) / sizeof(float)) throw std::bad_alloc();
+      if (OrtStatus* st = g_api->AllocatorAlloc(allocator, plan.scratch_floats() * sizeof(float) + 64, &allocation)) {
         g_api->ReleaseAllocator(allocator);
-        Check(s);
+        Check(st);
       }
-      scratch = static_cast<float*>(p);
+      const uintptr_t a = reinterpret_cast<uintptr_t>(allocation);
+      scratch = reinterpret_cast<float*>((a + 63) / 64 * 64);
     }
     SpmmJob job{&w, &plan, xd, scratch, bias, y};
-    uint64_t work;  // multiply-adds (+ one per output); saturates instead of wrapping
-    if (__builtin_mul_overflow(m, w.nnz + w.rows, &work)) work = ~uint64_t{0};
+    uint64_t work;  // slots + outputs per batch row, times batch rows; saturates instead of wrapping
+    if (__builtin_mul_overflow(m, w.slots() + w.rows, &work)) work = ~uint64_t{0};
     OrtStatus* status = nullptr;
     if (plan.tasks() <= 1 || work < kParallelMinWork) {
-      for (size_t u = 0; u < plan.units; ++u) PackUnit(plan, xd, u, scratch);
-      for (size_t t = 0; t < plan.tasks(); ++t) SpmmTask(w, plan, xd, scratch, bias, y, t);
+      for (size_t u = 0; u < plan.units; ++u) PackUnit(w, plan, xd, u, scratch);
+      for (size_t t = 0; t < plan.tasks(); ++t) SpmmTask(w, plan, scratch, bias, y, t);
     } else {
-      if (plan.needs_packing) {
+      if (plan.units == 1) {
+        PackUnit(w, plan, xd, 0, scratch);
+      } else {
         status = g_api->KernelContext_ParallelFor(
             context,
             [](void* data, size_t unit) {
               auto* j = static_cast<SpmmJob*>(data);
-              PackUnit(*j->plan, j->x, unit, j->scratch);
+              PackUnit(*j->w, *j->plan, j->x, unit, j->scratch);
             },
             plan.units, 0, &job);
       }
@@ -217,18 +258,20 @@ struct SparseGemmKernel {
             context,
             [](void* data, size_t task) {
               auto* j = static_cast<SpmmJob*>(data);
-              SpmmTask(*j->w, *j->plan, j->x, j->scratch, j->bias, j->y, task);
+              SpmmTask(*j->w, *j->plan, j->scratch, j->bias, j->y, task);
             },
             plan.tasks(), 0, &job);
       }
     }
     if (allocator) {
-      if (OrtStatus* s = g_api->AllocatorFree(allocator, scratch)) g_api->ReleaseStatus(s);
+      if (OrtStatus* st = g_api->AllocatorFree(allocator, allocation)) g_api->ReleaseStatus(st);
       g_api->ReleaseAllocator(allocator);
     }
     Check(status);
     return nullptr;
   }
+
+  static constexpr size_t kMaxXRank = 16;
 
   static const OrtMemoryInfo* CpuMemoryInfo() {
     static const OrtMemoryInfo* info = [] {
@@ -297,7 +340,19 @@ struct SparseGemmOp : Ort::CustomOpBase<SparseGemmOp, SparseGemmKernel, true> {
       auto k = std::make_unique<SparseGemmKernel>();
       k->who = who;
       const Blob blob = ConstantPayload(info, 1);
-      k->w = DecodeSparse(blob.data, blob.size);
+      k->w = DecodeBlockMatrix(blob.data, blob.size);
+      if (const char* debug = std::getenv("ONNX_DC_DEBUG"); debug && *debug && std::strcmp(debug, "0") != 0) {
+        const BlockMatrix& w = k->w;
+        std::fprintf(stderr,
+                     "onnx_dc: %s: %llu x %llu, %llu nonzeros, form sparse-blocks, kernel %s, %llu span(s) of %llu "
+                     "columns, %llu blocks (%.3f slots per nonzero), %.2f bytes per nonzero, %zu parts\n",
+                     who.c_str(), static_cast<unsigned long long>(w.rows), static_cast<unsigned long long>(w.cols),
+                     static_cast<unsigned long long>(w.nnz), w.kernel_name(), static_cast<unsigned long long>(w.spans),
+                     static_cast<unsigned long long>(w.span), static_cast<unsigned long long>(w.blocks),
+                     w.nnz ? static_cast<double>(w.slots()) / static_cast<double>(w.nnz) : 0.0,
+                     w.nnz ? static_cast<double>(w.ResidentBytes()) / static_cast<double>(w.nnz) : 0.0,
+                     w.parts.empty() ? size_t{0} : w.parts.size() - 1);
+      }
       *kernel = k.release();
       return nullptr;
     });

@@ -65,6 +65,46 @@ void FixCrc(std::vector<uint8_t>& b) {
   for (int i = 0; i < 4; ++i) b[b.size() - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
 }
 
+// The execution format holds exactly the CSR's entries: per (row, span), blocks of one cluster each, the
+// real slots' columns inside the span, padding = column K, every entry once; and a valid partition.
+bool BlocksMatch(const onnx_dc::SparseMatrix& w, const onnx_dc::BlockMatrix& b, const std::vector<float>& dense,
+                 std::string* why) {
+  if (b.rows != w.rows || b.cols != w.cols || b.nnz != w.nnz) return *why = "block matrix dims", false;
+  if (b.parts.empty() || b.parts.front() != 0 || b.parts.back() != b.rows) return *why = "partition", false;
+  for (size_t p = 1; p < b.parts.size(); ++p)
+    if (b.parts[p] <= b.parts[p - 1]) return *why = "partition not increasing", false;
+  if (b.weight.size() != b.blocks + onnx_dc::kBlock) return *why = "weight size", false;
+  if (w.nnz == 0 || w.rows == 0) return b.blocks == 0 ? true : (*why = "blocks without entries", false);
+  if (b.spans < 1 || b.spans > onnx_dc::kMaxSpans || b.span * b.spans < b.cols) return *why = "spans", false;
+  if (b.seg.size() != b.rows * b.spans + 1 || b.seg.front() != 0 || b.seg.back() != b.blocks)
+    return *why = "seg", false;
+  std::vector<float> scattered(w.rows * w.cols, 0.0f);
+  std::vector<uint8_t> seen(w.rows * w.cols, 0);
+  uint64_t real = 0;
+  for (uint64_t r = 0; r < b.rows; ++r) {
+    for (uint64_t s = 0; s < b.spans; ++s) {
+      if (b.seg[r * b.spans + s + 1] < b.seg[r * b.spans + s]) return *why = "seg decreasing", false;
+      for (uint64_t i = b.seg[r * b.spans + s]; i < b.seg[r * b.spans + s + 1]; ++i) {
+        int used = 0;
+        for (size_t u = 0; u < onnx_dc::kBlock; ++u) {
+          const uint64_t c = b.wide() ? b.col32[i * onnx_dc::kBlock + u] : b.col16[i * onnx_dc::kBlock + u];
+          if (c == b.cols) continue;
+          if (c > b.cols || c < s * b.span || c >= (s + 1) * b.span) return *why = "column outside its span", false;
+          if (seen[r * w.cols + c]++) return *why = "an entry appears twice", false;
+          scattered[r * w.cols + c] = b.weight[i];
+          ++used;
+          ++real;
+        }
+        if (used == 0) return *why = "an empty block", false;
+      }
+    }
+  }
+  if (real != w.nnz) return *why = "the blocks hold " + std::to_string(real) + " entries, not nnz", false;
+  if (std::memcmp(scattered.data(), dense.data(), dense.size() * sizeof(float)) != 0)
+    return *why = "the blocks differ from the dense decode", false;
+  return true;
+}
+
 // Checks that hold for any payload the reader accepts. Returns false on a violation (details on stderr).
 bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool exhaustive, std::string* why) {
   const onnx_dc::PayloadInfo info = onnx_dc::ParsePayload(blob.data(), blob.size(), opt);
@@ -91,12 +131,34 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
   }
   if (std::memcmp(scattered.data(), dense.values.data(), elements * sizeof(float)) != 0)
     return *why = "execution format differs from the dense decode", false;
-  if (w.parts.front() != 0 || w.parts.back() != w.rows) return *why = "partition", false;
-  for (size_t p = 1; p < w.parts.size(); ++p)
-    if (w.parts[p] <= w.parts[p - 1]) return *why = "partition not increasing", false;
 
-  // Kernels: fast == reference bit for bit; reference ~ float64 dense product.
-  const size_t batches_all[] = {1, 2, 3, 7, 8, 9, 17};
+  // The execution format, with the default spans and with narrow spans forced (several per row), for every
+  // kernel set this CPU runs.
+  std::vector<std::string> kernels = {"scalar"};
+  if (onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2()) kernels.push_back("avx2");
+  struct Variant {
+    uint64_t span, span_entries;
+  };
+  const Variant variants[] = {{0, 32}, {5, 1}};
+  std::vector<onnx_dc::BlockMatrix> forms;
+  for (const Variant& v : variants) {
+    for (const std::string& k : kernels) {
+      onnx_dc::GemmOptions o;
+      o.kernel = k;
+      o.span_columns = v.span;
+      o.min_span_entries = v.span_entries;
+      o.max_parts = 7;
+      forms.push_back(onnx_dc::BuildBlockMatrix(w, o));
+      if (!exhaustive) break;
+    }
+    if (!exhaustive) break;
+  }
+  for (const onnx_dc::BlockMatrix& b : forms) {
+    if (!BlocksMatch(w, b, dense.values, why)) return false;
+  }
+
+  // Kernels: fast (serial and on 2 threads) == reference bit for bit; reference ~ float64 dense product.
+  const size_t batches_all[] = {1, 2, 3, 7, 8, 9, 16, 17, 25};
   const size_t batches_few[] = {1, 3};
   const size_t* batches = exhaustive ? batches_all : batches_few;
   const size_t n_batches = exhaustive ? std::size(batches_all) : std::size(batches_few);
@@ -109,21 +171,34 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
     for (float& v : bias) v = rng.Uniform();
     for (int with_bias = 0; with_bias < 2; ++with_bias) {
       const float* b = with_bias ? bias.data() : nullptr;
-      onnx_dc::SpmmReference(w, x.data(), m, b, y_ref.data());
-      onnx_dc::SpmmSerial(w, x.data(), m, b, y_fast.data());
-      if (std::memcmp(y_ref.data(), y_fast.data(), y_ref.size() * sizeof(float)) != 0)
-        return *why = "fast kernel differs from the reference (m=" + std::to_string(m) + ")", false;
-      if (!exhaustive) continue;
-      for (size_t i = 0; i < m; ++i) {
-        for (uint64_t n = 0; n < w.rows; ++n) {
-          double acc = b ? b[n] : 0.0, mag = b ? std::fabs(b[n]) : 0.0;
-          for (uint64_t k = 0; k < w.cols; ++k) {
-            const double p = static_cast<double>(dense.values[n * w.cols + k]) * x[i * w.cols + k];
-            acc += p;
-            mag += std::fabs(p);
+      for (size_t f = 0; f < forms.size(); ++f) {
+        const onnx_dc::BlockMatrix& bm = forms[f];
+        onnx_dc::SpmmReference(bm, x.data(), m, b, y_ref.data());
+        onnx_dc::SpmmSerial(bm, x.data(), m, b, y_fast.data());
+        if (std::memcmp(y_ref.data(), y_fast.data(), y_ref.size() * sizeof(float)) != 0)
+          return *why = std::string(bm.kernel_name()) + " kernels differ from the reference (m=" + std::to_string(m) +
+                        ", spans=" + std::to_string(bm.spans) + ")",
+                 false;
+        if (exhaustive) {
+          std::fill(y_fast.begin(), y_fast.end(), NAN);
+          onnx_dc::SpmmThreaded(bm, x.data(), m, b, y_fast.data(), 2);
+          if (std::memcmp(y_ref.data(), y_fast.data(), y_ref.size() * sizeof(float)) != 0)
+            return *why = std::string(bm.kernel_name()) + " kernels on 2 threads differ from the reference (m=" +
+                          std::to_string(m) + ")",
+                   false;
+        }
+        if (!exhaustive) continue;
+        for (size_t i = 0; i < m; ++i) {
+          for (uint64_t n = 0; n < w.rows; ++n) {
+            double acc = b ? b[n] : 0.0, mag = b ? std::fabs(b[n]) : 0.0;
+            for (uint64_t k = 0; k < w.cols; ++k) {
+              const double p = static_cast<double>(dense.values[n * w.cols + k]) * x[i * w.cols + k];
+              acc += p;
+              mag += std::fabs(p);
+            }
+            if (std::fabs(acc - y_ref[i * w.rows + n]) > 1e-5 * (mag + 1e-30) + 1e-30)
+              return *why = "reference differs from the float64 dense product", false;
           }
-          if (std::fabs(acc - y_ref[i * w.rows + n]) > 1e-5 * (mag + 1e-30) + 1e-30)
-            return *why = "reference differs from the float64 dense product", false;
         }
       }
     }
@@ -138,8 +213,8 @@ int Probe(const std::vector<uint8_t>& blob, const DecodeOptions& opt, std::strin
     const onnx_dc::PayloadInfo info = onnx_dc::ParsePayload(blob.data(), blob.size(), opt);
     if (info.rows() * info.cols() > kMaxDense) {
       // Only the structure can be checked at this size: the sparse form is bounded by the blob.
-      if (info.header.rank == 2 && info.cols() <= (uint64_t{1} << 32))
-        (void)onnx_dc::DecodeSparse(blob.data(), blob.size(), opt);
+      if (info.header.rank == 2 && info.cols() < (uint64_t{1} << 32))
+        (void)onnx_dc::BuildBlockMatrix(onnx_dc::DecodeSparse(blob.data(), blob.size(), opt));
       return 1;
     }
     return Consistent(blob, opt, false, why) ? 1 : -1;

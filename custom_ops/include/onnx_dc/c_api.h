@@ -25,8 +25,11 @@ typedef struct OnnxDcPayloadInfo {
 typedef struct OnnxDcSparseStats {
   uint64_t rows, cols, nnz;
   uint64_t resident_bytes;     /* bytes the DCSparseGemm execution format keeps for this payload */
-  uint32_t column_index_bytes; /* 2 (K <= 65536) or 4 */
+  uint32_t column_index_bytes; /* 2 (K < 65536) or 4 */
   uint32_t parts;              /* row parts (tasks per batch unit) */
+  uint64_t blocks;             /* blocks of 4 slots (one cluster each; padding slots read the zero column) */
+  uint64_t spans;              /* column spans S */
+  uint64_t span_columns;       /* columns per span */
 } OnnxDcSparseStats;
 
 /* Header and section checks only (no stream decoding). */
@@ -35,13 +38,39 @@ ONNX_DC_EXPORT int onnx_dc_payload_info(const uint8_t* blob, size_t size, int ch
 /* Full decode to the dense tensor; out_count must equal the number of elements (rows * cols). */
 ONNX_DC_EXPORT int onnx_dc_decode_dense(const uint8_t* blob, size_t size, int check_crc, float* out,
                                         size_t out_count, char* err, size_t err_size);
-/* Full decode to DCSparseGemm's execution format (rank-2 payloads), and what it costs. */
+/* Full decode to DCSparseGemm's execution format (rank-2 payloads), with the default options (environment
+ * variables apply: see onnx_dc_gemm_create), and what it costs. */
 ONNX_DC_EXPORT int onnx_dc_sparse_stats(const uint8_t* blob, size_t size, int check_crc, OnnxDcSparseStats* stats,
                                         char* err, size_t err_size);
 /* Y[m, N] = X[m, K] · Wᵀ (+ bias[N] if bias is not NULL) with kernel 0 (scalar reference) or 1 (the fast
  * path DCSparseGemm runs, here on the calling thread). Decodes the payload on every call (for tests). */
 ONNX_DC_EXPORT int onnx_dc_spmm(const uint8_t* blob, size_t size, int kernel, const float* x, size_t m,
                                 const float* bias, float* y, char* err, size_t err_size);
+
+/* Bit 0: the avx2 kernel set is compiled into this library; bit 1: this CPU can run it (AVX2 + BMI1). */
+ONNX_DC_EXPORT uint32_t onnx_dc_cpu_features(void);
+
+/* A decoded layer, as DCSparseGemm holds it, for repeated runs (benchmarks, tests).
+ * options: NULL or "" for the defaults, else comma-separated key=value pairs:
+ *   kernel=auto|scalar|avx2   the kernel set (auto: ONNX_DC_KERNEL if set, else the best this CPU runs)
+ *   span=N                    columns per span (default: ONNX_DC_SPAN_COLUMNS if set, else 2048)
+ *   span_entries=N            fewer spans if a (row, span) would average fewer than N entries (default 32)
+ *   parts=N                   at most N row parts (default 64)
+ * onnxruntime's DCSparseGemm uses the defaults, so the environment variables steer it too. */
+typedef struct OnnxDcGemm OnnxDcGemm;
+typedef struct OnnxDcGemmInfo {
+  OnnxDcSparseStats stats;
+  char kernel[16]; /* "scalar" or "avx2" */
+  char form[16];   /* "sparse-blocks" */
+} OnnxDcGemmInfo;
+ONNX_DC_EXPORT int onnx_dc_gemm_create(const uint8_t* blob, size_t size, const char* options, OnnxDcGemm** out,
+                                       char* err, size_t err_size);
+ONNX_DC_EXPORT int onnx_dc_gemm_info(const OnnxDcGemm* gemm, OnnxDcGemmInfo* info, char* err, size_t err_size);
+/* mode 0: the scalar reference (threads ignored); mode 1: the fast path, its tasks on `threads` threads
+ * (1: the calling thread alone). X is [m, K] row-major, Y [m, N]. */
+ONNX_DC_EXPORT int onnx_dc_gemm_run(const OnnxDcGemm* gemm, int mode, const float* x, size_t m, const float* bias,
+                                    float* y, size_t threads, char* err, size_t err_size);
+ONNX_DC_EXPORT void onnx_dc_gemm_free(OnnxDcGemm* gemm);
 
 #ifdef __cplusplus
 }

@@ -1,75 +1,195 @@
-// DCSparseGemm's execution format and CPU kernels (src/gemm_cpu.cc).
+// DCSparseGemm's execution format and CPU kernels (src/gemm_cpu.cc, src/gemm_kernels.h, src/gemm_avx2.cc).
 //
-// Execution format (built once per session by DecodeSparse, payload.h): CSR of W[N, K] by output row, as
-// the payload stores it.
-//   row_ptr   u64 [N + 1]       entries of row n are [row_ptr[n], row_ptr[n+1])
-//   col16     u16 [nnz]         absolute column, when K <= 65536   (else col32, u32 [nnz])
-//   cluster   u8  [nnz]         index into codebook
-//   codebook  f32 [256]         zero-padded, so every u8 index is in bounds
-// = 3 bytes per nonzero (5 when K > 65536) plus 8 bytes per row; no dense matrix, no fp32 per nonzero.
+// Two forms of W[N, K] live here:
+//   SparseMatrix  CSR by output row, exactly what the payload stores (DecodeSparse, payload.h); used to
+//                 check the decoder and as the input of the execution format.
+//   BlockMatrix   the execution format DCSparseGemm runs on, built once per session from a SparseMatrix.
 //
-// Summation order (the same in every kernel, so results do not depend on the thread count, the batch
-// size, or which kernel ran): entry j of a row (j = 0, 1, ... within the row) is added to partial sum
-// s[j mod 4]; y = ((s0 + s1) + (s2 + s3)) + bias. Products and sums are float32, no FMA contraction
-// (-ffp-contract=off), so the vectorised kernels are bit-identical to SpmmReference.
+// ---- The execution format: codebook blocks ----------------------------------------------------------------
+// The columns 0..K-1 are cut into S spans of at most `span` columns (S = 1 for K <= kSpanColumns). Within
+// each (row, span) the entries are sorted by cluster, then by column, and cut into blocks of kBlock = 4
+// entries of one cluster; the last block of every (row, span, cluster) run is padded with the column index
+// K, a "zero column" (every kernel reads x[K] = 0). A block stores its 4 column indices and the codebook
+// value of its cluster:
+//   seg     u64 [N * S + 1]       blocks of (row n, span s) are [seg[n*S + s], seg[n*S + s + 1])
+//   col16   u16 [4 * blocks]      column indices, K = padding, when K < 65536   (else col32, u32)
+//   weight  f32 [blocks (+4)]     the block's codebook value (4 zero floats of slack after the end)
+// = 2 bytes per stored slot + 4 per block (+ 8 per row and span): ~2.5 bytes per slot, ~2.7 per nonzero at
+// 10% density with a 5-bit codebook (padding ~9%). No dense matrix. Grouping by cluster lets every kernel
+// add the 4 inputs of a block first and multiply once per block by its codebook value.
+//
+// ---- Summation order (every kernel, every thread count, every batch size) -----------------------------
+// For output Y[b, n] (x = row b of X, with x[K] = 0):
+//   a0 = a1 = a2 = a3 = +0.0f
+//   for s in 0 .. S-1:
+//     for j, block in enumerate(blocks of (n, s)):        // block order as stored
+//       t = ((x[c0] + x[c1]) + x[c2]) + x[c3]
+//       a[j mod 4] = a[j mod 4] + weight * t
+//   y = ((a0 + a1) + (a2 + a3));  y = y + bias[n] if there is a bias
+// Every operation is a float32 add or multiply, rounded to nearest; no FMA (std::fma is never used and the
+// library is compiled with -ffp-contract=off), so the SIMD kernels, which keep the chains a0..a3 in lanes
+// (batch-1 AVX2 kernel) or the batch rows in lanes (tile kernels), are bit-identical to SpmmReference.
+// The order does not depend on the batch size or on which rows a task computes, so a row of Y is the same
+// whatever else is in the batch and whatever the thread count.
+//
+// ---- Kernels and dispatch ----------------------------------------------------------------------------------
+// A KernelSet is chosen once, when the BlockMatrix is built: "avx2" (AVX2 + BMI1, its own translation unit
+// compiled with -mavx2 -mbmi, used when the CPU has both, x86-64 only) or "scalar" (portable C++ with GCC
+// vector extensions, the baseline build). GemmOptions::kernel (or the environment variable
+// ONNX_DC_KERNEL=auto|scalar|avx2) forces one; forcing avx2 on a CPU without it is an error.
+//   vector kernel  one batch row; reads X through a padded copy (K + 1 floats, x[K] = 0).
+//   tile kernels   8 or 16 batch rows at once on a packed copy of X: column-major, 8 or 16 floats per
+//                  column (one or two 32-byte vectors), K + 1 columns, zero-filled. Every block is decoded
+//                  once and applied to all rows of the tile. With S > 1 spans a tile task walks its rows in
+//                  groups span by span, so the packed columns of one span stay in L1/L2.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "onnx_dc/payload.h"
 
 namespace onnx_dc {
 
+// ---- CSR, as decoded --------------------------------------------------------------------------------------
+
 struct SparseMatrix {
   uint64_t rows = 0;  // N
   uint64_t cols = 0;  // K
   uint64_t nnz = 0;
   std::vector<uint64_t> row_ptr;  // rows + 1, or empty when nnz == 0 (every row empty)
-  std::vector<uint16_t> col16;
-  std::vector<uint32_t> col32;
-  std::vector<uint8_t> cluster;
-  std::array<float, 256> codebook{};
-  // Row boundaries of the work partition, balanced by nnz: part p is rows [parts[p], parts[p+1]).
-  std::vector<uint64_t> parts;
+  std::vector<uint16_t> col16;    // absolute column, when K <= 65536
+  std::vector<uint32_t> col32;    // otherwise
+  std::vector<uint8_t> cluster;   // index into codebook
+  std::array<float, 256> codebook{};  // zero-padded, so every u8 index is in bounds
 
   bool wide() const { return cols > 65536; }  // u32 columns
-  // Bytes the execution format keeps resident (arrays above, not counting vector slack).
-  size_t ResidentBytes() const;
+  uint64_t column(uint64_t e) const { return wide() ? col32[e] : col16[e]; }
 };
 
-// Cut rows into at most max_parts ranges of about equal cost (nnz + 1 per row); sets W.parts.
-void PartitionRows(SparseMatrix& w, size_t max_parts);
+// ---- The execution format ---------------------------------------------------------------------------------
 
-// The scalar reference: Y[m, N] = X[m, K] · Wᵀ (+ bias[N] if not null), entry by entry.
-void SpmmReference(const SparseMatrix& w, const float* x, size_t m, const float* bias, float* y);
+inline constexpr size_t kBlock = 4;           // entries per block
+inline constexpr size_t kChains = 4;          // partial sums per output
+inline constexpr uint64_t kSpanColumns = 2048;  // default span width (GemmOptions::span_columns)
+inline constexpr uint64_t kMaxSpans = 16;
+inline constexpr size_t kMaxParts = 64;       // row parts of the thread partition
 
-// The fast path, in independent tasks (each writes a disjoint block of Y, in a fixed order).
-// Batch rows are grouped in units of kTile; a unit of one row runs the single-vector kernel on X as it
-// is, a larger unit runs the tile kernel on a packed copy of its X rows (column-major, kTile wide,
-// zero-padded), which PackUnit writes into plan.packed_floats() of scratch.
-inline constexpr size_t kTile = 8;
+struct KernelSet;
 
+struct GemmOptions {
+  std::string kernel = "auto";  // auto | scalar | avx2; "auto" reads ONNX_DC_KERNEL (empty: best available)
+  uint64_t span_columns = 0;    // 0: ONNX_DC_SPAN_COLUMNS if set, else kSpanColumns
+  // Fewer spans than K / span_columns when a (row, span) would hold fewer entries than this on average
+  // (and never more than kMaxSpans), so per-(row, span) offsets stay small next to the entries.
+  uint64_t min_span_entries = 32;
+  size_t max_parts = kMaxParts;
+};
+
+struct BlockMatrix {
+  uint64_t rows = 0;   // N
+  uint64_t cols = 0;   // K
+  uint64_t nnz = 0;    // real entries
+  uint64_t blocks = 0;
+  uint64_t spans = 1;  // S
+  uint64_t span = 0;   // span width in columns (the last span may be narrower)
+  std::vector<uint64_t> seg;     // rows * spans + 1 (empty when rows == 0)
+  std::vector<uint16_t> col16;   // 4 * blocks, when cols < 65536
+  std::vector<uint32_t> col32;   // 4 * blocks, otherwise
+  std::vector<float> weight;     // blocks + 4
+  // Row boundaries of the work partition, balanced by cost (slots + rows): part p is rows
+  // [parts[p], parts[p+1]). parts = {0} when rows == 0.
+  std::vector<uint64_t> parts;
+  const KernelSet* kernels = nullptr;
+
+  bool wide() const { return cols >= 65536; }
+  uint64_t slots() const { return blocks * kBlock; }
+  size_t ResidentBytes() const;  // bytes of the arrays above (not counting vector slack)
+  const char* kernel_name() const;
+};
+
+// Build the execution format (throws std::invalid_argument for K >= 2^32 or an unavailable kernel).
+BlockMatrix BuildBlockMatrix(const SparseMatrix& csr, const GemmOptions& options = {});
+// DecodeSparse + BuildBlockMatrix.
+BlockMatrix DecodeBlockMatrix(const uint8_t* data, size_t size, const DecodeOptions& decode = {},
+                              const GemmOptions& options = {});
+
+// Kernel sets compiled into this library: "scalar" always, "avx2" on x86-64 builds; and whether this CPU
+// can run a set. ResolveKernel applies GemmOptions::kernel / ONNX_DC_KERNEL.
+const KernelSet* ScalarKernels();
+const KernelSet* Avx2Kernels();  // nullptr when not compiled in
+bool CpuHasAvx2();
+const KernelSet* ResolveKernel(const std::string& request);
+const char* KernelName(const KernelSet* k);
+
+// Cut rows into at most max_parts ranges of about equal cost (slots + 1 per row); sets w.parts.
+void PartitionRows(BlockMatrix& w, size_t max_parts);
+
+// The scalar reference: Y[m, N] = X[m, K] · Wᵀ (+ bias[N] if not null), in the order above, written as
+// plainly as possible (one output at a time, x[K] = 0 by a test, no packing).
+void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y);
+
+// ---- The fast path, as independent tasks --------------------------------------------------------------
+// Batch rows go in units: 16-row tiles while at least 9 rows are left, then one 8-row tile for 2..8 rows
+// or one single row. Unit u's X rows are packed into scratch (PackUnit) before its tasks run; task
+// t = unit * parts + part computes Y rows of the unit for the outputs of the part, and writes nothing else.
 struct SpmmPlan {
   size_t m = 0;        // batch rows
   size_t k = 0;        // columns of X
-  size_t units = 0;    // ceil(m / kTile)
-  size_t parts = 0;    // row parts of W
-  bool needs_packing = false;
+  size_t full = 0;     // 16-row units (the last may hold 9..16 rows)
+  size_t tail = 0;     // width of the unit after them: 0 (none), 1 or 8
+  size_t units = 0;
+  size_t parts = 0;
   size_t tasks() const { return units * parts; }
-  size_t packed_floats() const { return needs_packing ? units * k * kTile : 0; }
-  size_t unit_rows(size_t unit) const { return m - unit * kTile < kTile ? m - unit * kTile : kTile; }
+  size_t unit_first_row(size_t u) const { return u * 16; }
+  size_t unit_rows(size_t u) const { return u < full ? (m - u * 16 < 16 ? m - u * 16 : 16) : m - full * 16; }
+  size_t unit_width(size_t u) const { return u < full ? 16 : tail; }
+  size_t unit_offset(size_t u) const { return u < full ? u * (k + 1) * 16 : full * (k + 1) * 16; }  // floats
+  size_t scratch_floats() const { return full * (k + 1) * 16 + tail * (k + 1); }
 };
 
-SpmmPlan PlanSpmm(const SparseMatrix& w, size_t m);
-// Pack unit u of X (rows [u*kTile, ...)) into scratch; no-op for a one-row unit.
-void PackUnit(const SpmmPlan& plan, const float* x, size_t unit, float* scratch);
-// Task t = part * units + unit: Y rows of the unit, columns (outputs) of the part.
-void SpmmTask(const SparseMatrix& w, const SpmmPlan& plan, const float* x, const float* scratch,
-              const float* bias, float* y, size_t task);
-// All of it on the calling thread (tests, small problems).
-void SpmmSerial(const SparseMatrix& w, const float* x, size_t m, const float* bias, float* y);
+SpmmPlan PlanSpmm(const BlockMatrix& w, size_t m);
+// Pack unit u of X into scratch (which must be 64-byte aligned, scratch_floats() long).
+void PackUnit(const BlockMatrix& w, const SpmmPlan& plan, const float* x, size_t unit, float* scratch);
+void SpmmTask(const BlockMatrix& w, const SpmmPlan& plan, const float* scratch, const float* bias, float* y,
+              size_t task);
+// All of it on the calling thread (allocates its own scratch).
+void SpmmSerial(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y);
+// All of it on `threads` std::threads taking tasks in turn (tests of the partition without onnxruntime).
+void SpmmThreaded(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y, size_t threads);
+
+// A 64-byte-aligned float buffer.
+class AlignedFloats {
+ public:
+  AlignedFloats() = default;
+  explicit AlignedFloats(size_t n) { Resize(n); }
+  ~AlignedFloats();
+  AlignedFloats(const AlignedFloats&) = delete;
+  AlignedFloats& operator=(const AlignedFloats&) = delete;
+  void Resize(size_t n);  // contents are not kept
+  float* data() { return data_; }
+
+ private:
+  float* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// ---- Kernel sets (implemented twice: portable and AVX2) -------------------------------------------------
+// Rows [r0, r1) of W. Vector: xpad = one X row padded to K + 1 floats (x[K] = 0), y = that row of Y.
+// Tile: xt = packed unit ((K + 1) x width floats), `valid` rows of it are real, y = the unit's first row
+// of Y, ldy = N.
+struct KernelSet {
+  const char* name;
+  void (*vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, uint64_t r0, uint64_t r1);
+  void (*tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                uint64_t r1);
+  void (*tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                 uint64_t r1);
+  // Pack `rows` (<= width) rows of X (row stride k) into xt ((k + 1) x width, zero-filled).
+  void (*pack)(const float* x, size_t rows, size_t k, size_t width, float* xt);
+};
 
 }  // namespace onnx_dc

@@ -93,8 +93,8 @@ static_assert(offsetof(ChunkEntry, weight_bit_offset) == 16);
 //   weight_stream       weight_stream_bytes
 //   crc32               4                        CRC-32 (zlib) of every byte before it
 //
-// Bits per nonzero of the stored streams: (index stream bits + weight stream bits) / nnz; the
-// execution format (gemm.h) uses 3 bytes per nonzero for K <= 65536 (u16 column + u8 cluster).
+// Bits per nonzero of the stored streams: (index stream bits + weight stream bits) / nnz. DCSparseGemm
+// runs on an execution format built from the decoded CSR (gemm.h: codebook blocks, ~2.5 bytes per slot).
 
 // ---------------------------------------------------------------------------------------------------
 // Reader
@@ -135,8 +135,8 @@ uint32_t Crc32(const uint8_t* data, size_t size, uint32_t crc = 0);
 
 PayloadInfo ParsePayload(const uint8_t* data, size_t size, const DecodeOptions& options = {});
 
-// The execution format of DCSparseGemm (CSR by output row, narrow column and cluster indices); defined
-// in gemm.h. Allocation: (rows + 1) * 8 + nnz * (2 or 4 + 1) bytes, where nnz <= 8 * weight_stream_bytes,
+// The CSR form of a rank-2 payload (by output row, narrow column and cluster indices); defined in gemm.h,
+// the input of DCSparseGemm's execution format (BuildBlockMatrix). Allocation: (rows + 1) * 8 + nnz * (2 or 4 + 1) bytes, where nnz <= 8 * weight_stream_bytes,
 // and rows <= 8 * row_nnz_bytes whenever nnz > 0 (for nnz == 0 nothing per row is allocated). Requires
 // cols <= 2^32 (PayloadError otherwise).
 struct SparseMatrix;
