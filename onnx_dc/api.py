@@ -131,18 +131,27 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
     budget = target_bytes - (original_bytes - sum(layer.weight.nbytes for layer in layers)) - 64 - 128 * len(layers)
     best = None
-    for _ in range(6):
+    passed = failed = None  # the largest budget known to fit the target, the smallest known not to
+    for _ in range(8):
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
                                         original_bytes)
         size = new_model.ByteSize()
-        if size <= target_bytes and (best is None or size > best[0].ByteSize()):
-            best = (new_model, all_skipped, chosen)
+        if size <= target_bytes:
+            passed = budget if passed is None else max(passed, budget)
+            if best is None or size > best[0].ByteSize():
+                best = (new_model, all_skipped, chosen)
+        else:
+            failed = budget if failed is None else min(failed, budget)
         if abs(size - target_bytes) <= 0.02 * target_bytes:
             break
-        # The estimates (one-shot sensitivity payloads, fixed overhead) are off by this much: move the
-        # budget by the miss, tightening when over the target and using the slack when under it.
+        # The estimates (one-shot sensitivity payloads, fixed overhead) missed by this much: move the
+        # budget by the miss, but stay between what is known to pass and what is known to fail.
         budget -= size - target_bytes
+        if failed is not None and budget >= failed:
+            budget = (passed + failed) / 2 if passed is not None else 0.9 * failed
+        if passed is not None and budget <= passed:
+            budget = (passed + failed) / 2 if failed is not None else 1.1 * passed
     if best is None:
         raise ConfigError(f"--target-ratio {options.target_ratio:g}: reached only "
                           f"{original_bytes / new_model.ByteSize():.1f}x with the settings tried")
