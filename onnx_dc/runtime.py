@@ -88,7 +88,7 @@ class _SparseStats(ctypes.Structure):
     _fields_ = [
         ("rows", ctypes.c_uint64), ("cols", ctypes.c_uint64), ("nnz", ctypes.c_uint64),
         ("resident_bytes", ctypes.c_uint64), ("column_index_bytes", ctypes.c_uint32), ("parts", ctypes.c_uint32),
-        ("blocks", ctypes.c_uint64), ("spans", ctypes.c_uint64), ("span_columns", ctypes.c_uint64),
+        ("blocks", ctypes.c_uint64),
     ]
 
 
@@ -173,9 +173,8 @@ class NativeLibrary:
 
 class NativeGemm:
     """One layer decoded into DCSparseGemm's execution format, as onnxruntime holds it (c_api.h:
-    onnx_dc_gemm_*). ``options``: comma-separated ``kernel=auto|scalar|avx2``, ``span=N`` (columns per
-    span), ``span_entries=N``, ``parts=N``; environment variables ONNX_DC_KERNEL / ONNX_DC_SPAN_COLUMNS apply
-    to what is not given."""
+    onnx_dc_gemm_*). ``options``: comma-separated ``kernel=auto|scalar|avx2`` (auto: the environment variable
+    ONNX_DC_KERNEL if set, else the best this CPU runs) and ``parts=N`` (at most N row parts)."""
 
     def __init__(self, native: NativeLibrary, blob: bytes, options: str = ""):
         self._lib = native._lib
@@ -192,7 +191,7 @@ class NativeGemm:
 
     def info(self) -> dict:
         """Execution format and kernel: rows, cols, nnz, resident_bytes, column_index_bytes, parts, blocks,
-        spans, span_columns, kernel ("scalar"/"avx2"), form ("sparse-blocks")."""
+        kernel ("scalar"/"avx2"), form ("sparse-blocks")."""
         gi = _GemmInfo()
         message = ctypes.create_string_buffer(1024)
         if self._lib.onnx_dc_gemm_info(self._handle, ctypes.byref(gi), message, len(message)) != 0:

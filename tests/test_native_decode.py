@@ -75,19 +75,15 @@ def test_dcdecode_in_onnxruntime(lib_path, i):
             assert np.array_equal(got, expected)
 
 
-def _expected_blocks(blob, spans=1):
-    """Blocks of the execution format (gemm.h) from the Python reader's matrix: per row and span, each
-    cluster's entries in blocks of 4."""
+def _expected_blocks(blob):
+    """Blocks of the execution format (gemm.h) from the Python reader's matrix: per row, each cluster's
+    entries in blocks of 4."""
     dense = python_dense(blob).reshape(read_payload(blob).info.rows, -1)
-    k = dense.shape[1]
-    width = -(-k // spans)
     blocks = 0
     for row in dense:
-        for s in range(spans):
-            part = row[s * width:(s + 1) * width]
-            # Equal values are one cluster (the writer's codebooks have distinct values).
-            _, counts = np.unique(part[part != 0], return_counts=True)
-            blocks += int(np.sum(-(-counts // 4)))
+        # Equal values are one cluster (the writer's codebooks have distinct values).
+        _, counts = np.unique(row[row != 0], return_counts=True)
+        blocks += int(np.sum(-(-counts // 4)))
     return blocks
 
 
@@ -95,15 +91,12 @@ def test_execution_format_size(native):
     blob = _case_blob(1)  # 300 x 784, K < 65536
     s = native.sparse_stats(blob)
     assert s["column_index_bytes"] == 2 and s["nnz"] == read_payload(blob).info.nnz
-    assert s["spans"] == 1 and s["span_columns"] == 784
     assert s["blocks"] == _expected_blocks(blob)
-    # 2 bytes per slot (4 per block) + 4 per block (its codebook value) + 8 per row and span + a small
-    # fixed part (the struct, the partition, 4 floats of slack).
-    fixed = 2048
-    assert s["resident_bytes"] <= 8 * s["blocks"] + 4 * s["blocks"] + 8 * (s["rows"] * s["spans"] + 1) + fixed
-    assert s["resident_bytes"] >= 12 * s["blocks"]
+    # 2 bytes per slot (4 per block) + 4 per block (its codebook value) + 8 per row + a small fixed part (the
+    # struct, the partition, 4 floats of slack).
+    assert 12 * s["blocks"] + 8 * (s["rows"] + 1) <= s["resident_bytes"] <= 12 * s["blocks"] + 8 * (s["rows"] + 1) + 2048
     wide = native.sparse_stats(_case_blob(15))
-    assert wide["column_index_bytes"] == 4
+    assert wide["column_index_bytes"] == 4 and wide["blocks"] == _expected_blocks(_case_blob(15))
 
 
 def test_sparse_stats_rejects_non_matrix_payloads(native):

@@ -240,8 +240,8 @@ KERNEL_CASES = [
     ((5, 70000), 0.003, 4, 16),  # K >= 65536: 32-bit columns
 ]
 BATCHES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 25, 33, 64, 65]
-# Execution-format options: default; narrow column spans forced (several spans per row); few row parts.
-FORMATS = ["", "span=37,span_entries=1", "span=700,span_entries=1,parts=3"]
+# Execution-format options: default; few row parts (other part edges, fewer tasks than threads).
+FORMATS = ["", "parts=3", "parts=1"]
 
 
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=[f"{c[0][0]}x{c[0][1]}-d{c[1]}" for c in KERNEL_CASES])
@@ -261,8 +261,6 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
             gemm = native.gemm(blob, f"kernel={kernel},{options}".rstrip(","))
             info = gemm.info()
             assert info["kernel"] == kernel and info["form"] == "sparse-blocks"
-            if "span=37" in options and density > 0 and k > 37:
-                assert info["spans"] > 1
             for m, x in xs.items():
                 for b in (None, bias):
                     ref = gemm.run(x, b, mode="reference")
@@ -275,22 +273,6 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
         for key, ys in outputs.items():
             for y in ys[1:]:
                 assert np.array_equal(_bits(y), _bits(ys[0])), ("kernel sets differ", options, key)
-
-
-def test_spans_change_the_order_not_the_result(native):
-    """Spans are part of the summation order: within a variant bit-identical, across variants equal to
-    float32 rounding (and to numpy)."""
-    rng = np.random.default_rng(5)
-    blob = random_payload(rng, (200, 5000), 0.2, 5, 5)
-    dense = python_dense(blob)
-    x = rng.standard_normal((9, 5000)).astype(np.float32)
-    one = native.gemm(blob, "span=100000")
-    many = native.gemm(blob, "span=1000,span_entries=1")
-    assert one.info()["spans"] == 1 and many.info()["spans"] == 5
-    y1, y5 = one.run(x), many.run(x)
-    _check_close(y1, x, dense, None)
-    _check_close(y5, x, dense, None)
-    assert np.array_equal(_bits(y5), _bits(many.run(x, mode="reference")))
 
 
 def test_non_finite_inputs_propagate_like_the_reference(native):
@@ -313,7 +295,7 @@ def test_non_finite_inputs_propagate_like_the_reference(native):
 def test_gemm_options_are_checked(native):
     from onnx_dc.runtime import NativeError
     blob = random_payload(np.random.default_rng(1), (10, 20), 0.5, 3, 3)
-    for bad, message in [("kernel=sse9", "unknown kernel"), ("span=0", "positive integer"), ("span=-3", "positive"),
+    for bad, message in [("kernel=sse9", "unknown kernel"), ("parts=0", "positive integer"), ("parts=-3", "positive"),
                          ("colour=red", "unknown option"), ("kernel", "key=value")]:
         with pytest.raises(NativeError, match=message):
             native.gemm(blob, bad)
@@ -322,7 +304,7 @@ def test_gemm_options_are_checked(native):
             native.gemm(blob, "kernel=avx2")
 
 
-# ---- the same through onnxruntime: ONNX_DC_KERNEL / ONNX_DC_SPAN_COLUMNS steer the session's kernels ---------
+# ---- the same through onnxruntime: ONNX_DC_KERNEL steers the session's kernels --------------------------------
 
 @pytest.mark.parametrize("case", [((300, 784), 0.08, 5, 5), ((257, 513), 0.35, 8, 8), ((6, 70000), 0.002, 4, 16)],
                          ids=["lenet_fc1", "odd", "wide_k"])
@@ -332,23 +314,16 @@ def test_onnxruntime_kernel_sets_and_threads_agree_with_the_reference(native, li
     blob = random_payload(rng, (n, k), density, wb, ib)
     bias = rng.standard_normal(n).astype(np.float32)
     model = sparse_gemm_model(blob, ["M", k], bias=bias)
-    ref_gemm = native.gemm(blob)
-    for span in ("", "97"):
-        if span:
-            monkeypatch.setenv("ONNX_DC_SPAN_COLUMNS", span)
-        else:
-            monkeypatch.delenv("ONNX_DC_SPAN_COLUMNS", raising=False)
-        reference = native.gemm(blob, f"span={span},span_entries=32" if span else "")
-        for kernel in _kernel_sets(native):
-            monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
-            for threads in (1, 2):
-                sess = make_session(model, intra_op_threads=threads)
-                for m in (1, 2, 8, 9, 16, 17, 64):
-                    x = rng.standard_normal((m, k)).astype(np.float32)
-                    y = sess.run(None, {"X": x})[0]
-                    assert np.array_equal(_bits(y), _bits(reference.run(x, bias, mode="reference"))), (kernel, m)
-                    if not span:
-                        assert np.array_equal(_bits(y), _bits(ref_gemm.run(x, bias, mode="reference")))
+    reference = native.gemm(blob)
+    xs = {m: rng.standard_normal((m, k)).astype(np.float32) for m in (1, 2, 8, 9, 16, 17, 64)}
+    expected = {m: reference.run(x, bias, mode="reference") for m, x in xs.items()}
+    for kernel in _kernel_sets(native):
+        monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
+        for threads in (1, 2):
+            sess = make_session(model, intra_op_threads=threads)
+            for m, x in xs.items():
+                y = sess.run(None, {"X": x})[0]
+                assert np.array_equal(_bits(y), _bits(expected[m])), (kernel, threads, m)
 
 
 def test_onnxruntime_rejects_an_unknown_kernel_request(lib_path):

@@ -57,8 +57,6 @@ OnnxDcSparseStats Stats(const onnx_dc::BlockMatrix& w) {
   s.column_index_bytes = w.wide() ? 4 : 2;
   s.parts = static_cast<uint32_t>(w.parts.empty() ? 0 : w.parts.size() - 1);
   s.blocks = w.blocks;
-  s.spans = w.spans;
-  s.span_columns = w.span;
   return s;
 }
 
@@ -70,7 +68,7 @@ uint64_t PositiveNumber(const std::string& key, const std::string& value) {
   return v;
 }
 
-// "kernel=avx2,span=1024,parts=8"
+// "kernel=avx2,parts=8"
 onnx_dc::GemmOptions ParseOptions(const char* text) {
   onnx_dc::GemmOptions o;
   std::string s = text ? text : "";
@@ -86,14 +84,10 @@ onnx_dc::GemmOptions ParseOptions(const char* text) {
     const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (key == "kernel")
       o.kernel = value;
-    else if (key == "span")
-      o.span_columns = PositiveNumber(key, value);
-    else if (key == "span_entries")
-      o.min_span_entries = PositiveNumber(key, value);
     else if (key == "parts")
       o.max_parts = static_cast<size_t>(PositiveNumber(key, value));
     else
-      throw std::invalid_argument("unknown option '" + key + "' (kernel, span, span_entries, parts)");
+      throw std::invalid_argument("unknown option '" + key + "' (kernel, parts)");
   }
   return o;
 }

@@ -6,7 +6,7 @@
 //           on this class of core): each block costs one 64-bit load of its 4 u16 columns split with
 //           bextr, 4 scalar loads of x added in the block's order, and, for 4 blocks at once, one vector
 //           load of their 4 codebook values, one multiply and one add into a vector whose 4 lanes are the
-//           4 chains a0..a3 (block j of a span goes to lane j mod 4: the reference's chain j mod 4). A span's
+//           4 chains a0..a3 (block j of a row goes to lane j mod 4: the reference's chain j mod 4). A row's
 //           1..3 leftover blocks are added to lanes 0..2 with a blend, the other lanes unchanged.
 //   tile8/16  gemm_kernels.h's tiles, whose 8-float GCC vectors are single AVX instructions here.
 //   pack    8x8 transposes into the packed layout.
@@ -24,9 +24,15 @@ namespace onnx_dc {
 namespace avx2 {
 namespace {
 
+// BlockSum in lane 0 of an SSE register whose other lanes are zero by construction (movss loads), so that
+// no extra instruction clears them before the 4 block sums are interleaved into one vector.
 template <typename Col>
 inline __m128 Sum4(const float* __restrict x, const Col* __restrict c) {
-  return _mm_set_ss(BlockSum(x, c));
+  size_t k[4];
+  Cols4(c, k);
+  __m128 t = _mm_add_ss(_mm_load_ss(x + k[0]), _mm_load_ss(x + k[1]));
+  t = _mm_add_ss(t, _mm_load_ss(x + k[2]));
+  return _mm_add_ss(t, _mm_load_ss(x + k[3]));
 }
 
 template <typename Col>
@@ -35,31 +41,28 @@ void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float
   if (w.nnz == 0) return FillBias(bias, y, r0, r1);
   const Col* __restrict col = Columns<Col>(w);
   const float* __restrict wt = w.weight.data();  // blocks + 4 floats: a 4-float load at any block is in bounds
-  const uint64_t* __restrict seg = w.seg.data();
-  const uint64_t spans = w.spans;
+  const uint64_t* __restrict rb = w.row_block.data();
   const __m128 keep[4] = {_mm_castsi128_ps(_mm_setr_epi32(0, 0, 0, 0)), _mm_castsi128_ps(_mm_setr_epi32(-1, 0, 0, 0)),
                           _mm_castsi128_ps(_mm_setr_epi32(-1, -1, 0, 0)),
                           _mm_castsi128_ps(_mm_setr_epi32(-1, -1, -1, 0))};
   for (uint64_t n = r0; n < r1; ++n) {
     __m128 acc = _mm_setzero_ps();
-    for (uint64_t s = 0; s < spans; ++s) {
-      uint64_t i = seg[n * spans + s];
-      const uint64_t end = seg[n * spans + s + 1];
-      for (; i + 4 <= end; i += 4) {
-        const __m128 t0 = Sum4(x, col + kBlock * i), t1 = Sum4(x, col + kBlock * (i + 1));
-        const __m128 t2 = Sum4(x, col + kBlock * (i + 2)), t3 = Sum4(x, col + kBlock * (i + 3));
-        const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, t3));
-        acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
-      }
-      const uint64_t left = end - i;  // 0..3
-      if (left) {
-        const __m128 t0 = Sum4(x, col + kBlock * i);
-        const __m128 t1 = left > 1 ? Sum4(x, col + kBlock * (i + 1)) : _mm_setzero_ps();
-        const __m128 t2 = left > 2 ? Sum4(x, col + kBlock * (i + 2)) : _mm_setzero_ps();
-        const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, _mm_setzero_ps()));
-        const __m128 sum = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
-        acc = _mm_blendv_ps(acc, sum, keep[left]);
-      }
+    uint64_t i = rb[n];
+    const uint64_t end = rb[n + 1];
+    for (; i + 4 <= end; i += 4) {
+      const __m128 t0 = Sum4(x, col + kBlock * i), t1 = Sum4(x, col + kBlock * (i + 1));
+      const __m128 t2 = Sum4(x, col + kBlock * (i + 2)), t3 = Sum4(x, col + kBlock * (i + 3));
+      const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, t3));
+      acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
+    }
+    const uint64_t left = end - i;  // 0..3
+    if (left) {
+      const __m128 t0 = Sum4(x, col + kBlock * i);
+      const __m128 t1 = left > 1 ? Sum4(x, col + kBlock * (i + 1)) : _mm_setzero_ps();
+      const __m128 t2 = left > 2 ? Sum4(x, col + kBlock * (i + 2)) : _mm_setzero_ps();
+      const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, _mm_setzero_ps()));
+      const __m128 sum = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
+      acc = _mm_blendv_ps(acc, sum, keep[left]);
     }
     float a[4];
     _mm_storeu_ps(a, acc);

@@ -100,7 +100,7 @@ void AlignedFloats::Resize(size_t n) {
 // ---- building the execution format ----------------------------------------------------------------------
 
 size_t BlockMatrix::ResidentBytes() const {
-  return sizeof(*this) + seg.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
+  return sizeof(*this) + row_block.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
          col32.size() * sizeof(uint32_t) + weight.size() * sizeof(float) + parts.size() * sizeof(uint64_t);
 }
 
@@ -108,52 +108,27 @@ const char* BlockMatrix::kernel_name() const { return KernelName(kernels); }
 
 namespace {
 
-uint64_t SpanColumns(const GemmOptions& options) {
-  if (options.span_columns) return options.span_columns;
-  if (const char* env = std::getenv("ONNX_DC_SPAN_COLUMNS")) {
-    char* end = nullptr;
-    const unsigned long long v = std::strtoull(env, &end, 10);
-    if (end != env && *end == '\0' && v > 0) return v;
-    throw std::invalid_argument(std::string("ONNX_DC_SPAN_COLUMNS must be a positive integer, got '") + env + "'");
-  }
-  return kSpanColumns;
-}
-
-// Fill seg, the columns and the weights from the CSR (columns src, ascending within a row). Per (row, span):
-// a counting sort by cluster (stable, so columns stay ascending within a cluster), each cluster's run
-// padded to whole blocks with column K. Clusters are < ncl (1 + the largest in the CSR).
+// Fill row_block, the columns and the weights from the CSR (columns src, ascending within a row). Per row: a
+// counting sort by cluster (stable, so columns stay ascending within a cluster), each cluster's run padded
+// to whole blocks with column K. Clusters are < ncl (1 + the largest in the CSR).
 template <typename Col, typename Src>
 void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatrix& w, std::vector<Col>& col) {
-  const uint64_t spans = w.spans, span = w.span;
   const uint8_t* cl = csr.cluster.data();
   const uint64_t* rp = csr.row_ptr.data();
   uint32_t count[256] = {};
   uint64_t next[256] = {};
-  // The entries of (row r, span s): [lo, hi).
-  auto span_end = [&](uint64_t r, uint64_t s, uint64_t lo) -> uint64_t {
-    if (s + 1 == spans) return rp[r + 1];
-    const uint64_t c1 = (s + 1) * span;
-    return static_cast<uint64_t>(std::lower_bound(src + lo, src + rp[r + 1], c1, [](Src a, uint64_t b) {
-                                   return a < b;
-                                 }) - src);
-  };
-  // Pass 1: blocks per (row, span).
-  w.seg.assign(w.rows * spans + 1, 0);
+  // Pass 1: blocks per row.
+  w.row_block.assign(w.rows + 1, 0);
   for (uint64_t r = 0; r < w.rows; ++r) {
-    uint64_t lo = rp[r];
-    for (uint64_t s = 0; s < spans; ++s) {
-      const uint64_t hi = span_end(r, s, lo);
-      for (uint64_t e = lo; e < hi; ++e) ++count[cl[e]];
-      uint64_t blocks = 0;
-      for (unsigned c = 0; c < ncl; ++c) {
-        blocks += (count[c] + kBlock - 1) / kBlock;
-        count[c] = 0;
-      }
-      w.seg[r * spans + s + 1] = w.seg[r * spans + s] + blocks;
-      lo = hi;
+    for (uint64_t e = rp[r]; e < rp[r + 1]; ++e) ++count[cl[e]];
+    uint64_t blocks = 0;
+    for (unsigned c = 0; c < ncl; ++c) {
+      blocks += (count[c] + kBlock - 1) / kBlock;
+      count[c] = 0;
     }
+    w.row_block[r + 1] = w.row_block[r] + blocks;
   }
-  w.blocks = w.seg.back();
+  w.blocks = w.row_block.back();
   col.resize(w.blocks * kBlock);
   w.weight.assign(w.blocks + kBlock, 0.0f);
   // Pass 2: the blocks.
@@ -161,23 +136,18 @@ void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatr
   Col* out = col.data();
   float* weight = w.weight.data();
   for (uint64_t r = 0; r < w.rows; ++r) {
-    uint64_t lo = rp[r];
-    for (uint64_t s = 0; s < spans; ++s) {
-      const uint64_t hi = span_end(r, s, lo);
-      for (uint64_t e = lo; e < hi; ++e) ++count[cl[e]];
-      uint64_t block = w.seg[r * spans + s];
-      for (unsigned c = 0; c < ncl; ++c) {
-        if (!count[c]) continue;
-        const uint64_t nb = (count[c] + kBlock - 1) / kBlock;
-        next[c] = block * kBlock;
-        for (uint64_t b = block; b < block + nb; ++b) weight[b] = csr.codebook[c];
-        for (uint64_t q = block * kBlock + count[c]; q < (block + nb) * kBlock; ++q) out[q] = pad;
-        block += nb;
-        count[c] = 0;
-      }
-      for (uint64_t e = lo; e < hi; ++e) out[next[cl[e]]++] = static_cast<Col>(src[e]);
-      lo = hi;
+    for (uint64_t e = rp[r]; e < rp[r + 1]; ++e) ++count[cl[e]];
+    uint64_t block = w.row_block[r];
+    for (unsigned c = 0; c < ncl; ++c) {
+      if (!count[c]) continue;
+      const uint64_t nb = (count[c] + kBlock - 1) / kBlock;
+      next[c] = block * kBlock;
+      for (uint64_t b = block; b < block + nb; ++b) weight[b] = csr.codebook[c];
+      for (uint64_t q = block * kBlock + count[c]; q < (block + nb) * kBlock; ++q) out[q] = pad;
+      block += nb;
+      count[c] = 0;
     }
+    for (uint64_t e = rp[r]; e < rp[r + 1]; ++e) out[next[cl[e]]++] = static_cast<Col>(src[e]);
   }
 }
 
@@ -202,17 +172,8 @@ BlockMatrix BuildBlockMatrix(const SparseMatrix& csr, const GemmOptions& options
   w.rows = csr.rows;
   w.cols = csr.cols;
   w.nnz = csr.nnz;
-  w.span = w.cols;
   w.weight.assign(kBlock, 0.0f);
   if (w.rows > 0 && w.nnz > 0) {
-    // Spans: K / span_columns of them, but only as many as keep min_span_entries entries per (row, span) on
-    // average, and at most kMaxSpans: seg then has at most rows + nnz / min_span_entries entries.
-    const uint64_t want = SpanColumns(options);
-    const uint64_t dense_enough = w.nnz / std::max<uint64_t>(1, options.min_span_entries) / w.rows;
-    uint64_t spans = w.cols / want + (w.cols % want != 0);
-    spans = std::min<uint64_t>({spans, kMaxSpans, std::max<uint64_t>(1, dense_enough)});
-    w.spans = std::max<uint64_t>(1, spans);
-    w.span = (w.cols + w.spans - 1) / w.spans;
     if (w.wide())
       FillBlocks(csr, w, w.col32);
     else
@@ -224,9 +185,8 @@ BlockMatrix BuildBlockMatrix(const SparseMatrix& csr, const GemmOptions& options
 
 BlockMatrix DecodeBlockMatrix(const uint8_t* data, size_t size, const DecodeOptions& decode,
                               const GemmOptions& options) {
-  const GemmOptions checked = options;  // resolve the kernel before the (longer) decode
-  (void)ResolveKernel(checked.kernel);
-  return BuildBlockMatrix(DecodeSparse(data, size, decode), checked);
+  (void)ResolveKernel(options.kernel);  // a bad request fails before the (longer) decode
+  return BuildBlockMatrix(DecodeSparse(data, size, decode), options);
 }
 
 void PartitionRows(BlockMatrix& w, size_t max_parts) {
@@ -244,7 +204,7 @@ void PartitionRows(BlockMatrix& w, size_t max_parts) {
   // Greedy: close part p once the cost so far reaches (p + 1) / n_parts of the total.
   uint64_t cost = 0, p = 0;
   for (uint64_t r = 0; r < w.rows && p + 1 < n_parts; ++r) {
-    cost += (w.seg[(r + 1) * w.spans] - w.seg[r * w.spans]) * kBlock + 1;
+    cost += (w.row_block[r + 1] - w.row_block[r]) * kBlock + 1;
     if (cost * n_parts >= (p + 1) * total) {
       w.parts.push_back(r + 1);
       ++p;
@@ -263,17 +223,15 @@ void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* 
     for (uint64_t n = 0; n < n_out; ++n) {
       float a[kChains] = {0.0f, 0.0f, 0.0f, 0.0f};
       if (w.nnz) {
-        for (uint64_t s = 0; s < w.spans; ++s) {
-          for (uint64_t i = w.seg[n * w.spans + s], j = 0; i < w.seg[n * w.spans + s + 1]; ++i, ++j) {
-            const uint64_t q = i * kBlock;
-            uint64_t c[kBlock];
-            for (size_t u = 0; u < kBlock; ++u) c[u] = w.wide() ? w.col32[q + u] : w.col16[q + u];
-            float t = xv(c[0]) + xv(c[1]);
-            t = t + xv(c[2]);
-            t = t + xv(c[3]);
-            const float p = w.weight[i] * t;
-            a[j % kChains] = a[j % kChains] + p;
-          }
+        for (uint64_t i = w.row_block[n], j = 0; i < w.row_block[n + 1]; ++i, ++j) {
+          const uint64_t q = i * kBlock;
+          uint64_t c[kBlock];
+          for (size_t u = 0; u < kBlock; ++u) c[u] = w.wide() ? w.col32[q + u] : w.col16[q + u];
+          float t = xv(c[0]) + xv(c[1]);
+          t = t + xv(c[2]);
+          t = t + xv(c[3]);
+          const float p = w.weight[i] * t;
+          a[j % kChains] = a[j % kChains] + p;
         }
       }
       float v = (a[0] + a[1]) + (a[2] + a[3]);

@@ -87,23 +87,20 @@ void VectorRowsT(const BlockMatrix& w, const float* __restrict x, const float* _
   if (w.nnz == 0) return FillBias(bias, y, r0, r1);
   const Col* __restrict col = Columns<Col>(w);
   const float* __restrict wt = w.weight.data();
-  const uint64_t* __restrict seg = w.seg.data();
-  const uint64_t spans = w.spans;
+  const uint64_t* __restrict rb = w.row_block.data();
   for (uint64_t n = r0; n < r1; ++n) {
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (uint64_t s = 0; s < spans; ++s) {
-      uint64_t i = seg[n * spans + s];
-      const uint64_t end = seg[n * spans + s + 1];
-      for (; i + 4 <= end; i += 4) {
-        a0 = a0 + wt[i] * BlockSum(x, col + kBlock * i);
-        a1 = a1 + wt[i + 1] * BlockSum(x, col + kBlock * (i + 1));
-        a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
-        a3 = a3 + wt[i + 3] * BlockSum(x, col + kBlock * (i + 3));
-      }
-      if (i < end) a0 = a0 + wt[i] * BlockSum(x, col + kBlock * i);
-      if (i + 1 < end) a1 = a1 + wt[i + 1] * BlockSum(x, col + kBlock * (i + 1));
-      if (i + 2 < end) a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
+    uint64_t i = rb[n];
+    const uint64_t end = rb[n + 1];
+    for (; i + 4 <= end; i += 4) {
+      a0 = a0 + wt[i] * BlockSum(x, col + kBlock * i);
+      a1 = a1 + wt[i + 1] * BlockSum(x, col + kBlock * (i + 1));
+      a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
+      a3 = a3 + wt[i + 3] * BlockSum(x, col + kBlock * (i + 3));
     }
+    if (i < end) a0 = a0 + wt[i] * BlockSum(x, col + kBlock * i);
+    if (i + 1 < end) a1 = a1 + wt[i + 1] * BlockSum(x, col + kBlock * (i + 1));
+    if (i + 2 < end) a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
     float v = (a0 + a1) + (a2 + a3);
     if (bias) v = v + bias[n];
     y[n] = v;
@@ -117,9 +114,7 @@ struct Tile {
   static constexpr size_t W = 8 * V;  // floats per packed column
   const Col* __restrict col;
   const float* __restrict wt;
-  const uint64_t* __restrict seg;
   const float* __restrict xt;
-  uint64_t spans;
 
   inline void Block(uint64_t i, V8* acc) const {
     size_t k[4];
@@ -136,33 +131,7 @@ struct Tile {
       acc[v] = acc[v] + wb * t;
     }
   }
-
-  // The blocks of (row n, span s), continuing the chains in a.
-  inline void Span(uint64_t n, uint64_t s, V8 (&a)[kChains][V]) const {
-    uint64_t i = seg[n * spans + s];
-    const uint64_t end = seg[n * spans + s + 1];
-    for (; i + 4 <= end; i += 4) {
-      Block(i, a[0]);
-      Block(i + 1, a[1]);
-      Block(i + 2, a[2]);
-      Block(i + 3, a[3]);
-    }
-    if (i < end) Block(i, a[0]);
-    if (i + 1 < end) Block(i + 1, a[1]);
-    if (i + 2 < end) Block(i + 2, a[2]);
-  }
 };
-
-template <int V>
-inline void StoreTile(const V8 (&a)[kChains][V], const float* bias, uint64_t n, size_t valid, float* y, uint64_t ld) {
-  float out[8 * V];
-  for (int v = 0; v < V; ++v) {
-    V8 r = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]);
-    if (bias) r = r + bias[n];
-    std::memcpy(out + 8 * v, &r, sizeof r);
-  }
-  for (size_t b = 0; b < valid; ++b) y[b * ld + n] = out[b];
-}
 
 template <typename Col, int V>
 void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
@@ -172,32 +141,28 @@ void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, c
     for (size_t b = 0; b < valid; ++b) FillBias(bias, y + b * ld, r0, r1);
     return;
   }
-  const Tile<Col, V> tile{Columns<Col>(w), w.weight.data(), w.seg.data(), xt, w.spans};
-  if (w.spans == 1 || V > 1) {
-    // Row by row. 16-wide tiles use whole cache lines of packed X already; spans would not help them.
-    for (uint64_t n = r0; n < r1; ++n) {
-      V8 a[kChains][V] = {};
-      for (uint64_t s = 0; s < w.spans; ++s) tile.Span(n, s, a);
-      StoreTile<V>(a, bias, n, valid, y, ld);
+  const Tile<Col, V> tile{Columns<Col>(w), w.weight.data(), xt};
+  const uint64_t* __restrict rb = w.row_block.data();
+  for (uint64_t n = r0; n < r1; ++n) {
+    V8 a[kChains][V] = {};
+    uint64_t i = rb[n];
+    const uint64_t end = rb[n + 1];
+    for (; i + 4 <= end; i += 4) {
+      tile.Block(i, a[0]);
+      tile.Block(i + 1, a[1]);
+      tile.Block(i + 2, a[2]);
+      tile.Block(i + 3, a[3]);
     }
-    return;
-  }
-  // 8-wide tiles and several spans: rows in groups, span by span (the packed columns of one span stay in
-  // cache for the whole group), the chains of the group's rows kept between spans.
-  constexpr uint64_t kGroup = 32;
-  V8 state[kGroup][kChains][V];
-  for (uint64_t g0 = r0; g0 < r1; g0 += kGroup) {
-    const uint64_t g1 = g0 + kGroup < r1 ? g0 + kGroup : r1;
-    std::memset(static_cast<void*>(state), 0, sizeof state);
-    for (uint64_t s = 0; s < w.spans; ++s) {
-      for (uint64_t n = g0; n < g1; ++n) {
-        V8 a[kChains][V];
-        std::memcpy(static_cast<void*>(a), state[n - g0], sizeof a);
-        tile.Span(n, s, a);
-        std::memcpy(static_cast<void*>(state[n - g0]), a, sizeof a);
-      }
+    if (i < end) tile.Block(i, a[0]);
+    if (i + 1 < end) tile.Block(i + 1, a[1]);
+    if (i + 2 < end) tile.Block(i + 2, a[2]);
+    float out[8 * V];
+    for (int v = 0; v < V; ++v) {
+      V8 r = (a[0][v] + a[1][v]) + (a[2][v] + a[3][v]);
+      if (bias) r = r + bias[n];
+      std::memcpy(out + 8 * v, &r, sizeof r);
     }
-    for (uint64_t n = g0; n < g1; ++n) StoreTile<V>(state[n - g0], bias, n, valid, y, ld);
+    for (size_t b = 0; b < valid; ++b) y[b * ld + n] = out[b];
   }
 }
 

@@ -65,8 +65,8 @@ void FixCrc(std::vector<uint8_t>& b) {
   for (int i = 0; i < 4; ++i) b[b.size() - 4 + i] = static_cast<uint8_t>(crc >> (8 * i));
 }
 
-// The execution format holds exactly the CSR's entries: per (row, span), blocks of one cluster each, the
-// real slots' columns inside the span, padding = column K, every entry once; and a valid partition.
+// The execution format holds exactly the CSR's entries: per row, blocks of one cluster each (one weight),
+// padding = column K, every entry once; and a valid partition.
 bool BlocksMatch(const onnx_dc::SparseMatrix& w, const onnx_dc::BlockMatrix& b, const std::vector<float>& dense,
                  std::string* why) {
   if (b.rows != w.rows || b.cols != w.cols || b.nnz != w.nnz) return *why = "block matrix dims", false;
@@ -75,28 +75,25 @@ bool BlocksMatch(const onnx_dc::SparseMatrix& w, const onnx_dc::BlockMatrix& b, 
     if (b.parts[p] <= b.parts[p - 1]) return *why = "partition not increasing", false;
   if (b.weight.size() != b.blocks + onnx_dc::kBlock) return *why = "weight size", false;
   if (w.nnz == 0 || w.rows == 0) return b.blocks == 0 ? true : (*why = "blocks without entries", false);
-  if (b.spans < 1 || b.spans > onnx_dc::kMaxSpans || b.span * b.spans < b.cols) return *why = "spans", false;
-  if (b.seg.size() != b.rows * b.spans + 1 || b.seg.front() != 0 || b.seg.back() != b.blocks)
-    return *why = "seg", false;
+  if (b.row_block.size() != b.rows + 1 || b.row_block.front() != 0 || b.row_block.back() != b.blocks)
+    return *why = "row_block", false;
   std::vector<float> scattered(w.rows * w.cols, 0.0f);
   std::vector<uint8_t> seen(w.rows * w.cols, 0);
   uint64_t real = 0;
   for (uint64_t r = 0; r < b.rows; ++r) {
-    for (uint64_t s = 0; s < b.spans; ++s) {
-      if (b.seg[r * b.spans + s + 1] < b.seg[r * b.spans + s]) return *why = "seg decreasing", false;
-      for (uint64_t i = b.seg[r * b.spans + s]; i < b.seg[r * b.spans + s + 1]; ++i) {
-        int used = 0;
-        for (size_t u = 0; u < onnx_dc::kBlock; ++u) {
-          const uint64_t c = b.wide() ? b.col32[i * onnx_dc::kBlock + u] : b.col16[i * onnx_dc::kBlock + u];
-          if (c == b.cols) continue;
-          if (c > b.cols || c < s * b.span || c >= (s + 1) * b.span) return *why = "column outside its span", false;
-          if (seen[r * w.cols + c]++) return *why = "an entry appears twice", false;
-          scattered[r * w.cols + c] = b.weight[i];
-          ++used;
-          ++real;
-        }
-        if (used == 0) return *why = "an empty block", false;
+    if (b.row_block[r + 1] < b.row_block[r]) return *why = "row_block decreasing", false;
+    for (uint64_t i = b.row_block[r]; i < b.row_block[r + 1]; ++i) {
+      int used = 0;
+      for (size_t u = 0; u < onnx_dc::kBlock; ++u) {
+        const uint64_t c = b.wide() ? b.col32[i * onnx_dc::kBlock + u] : b.col16[i * onnx_dc::kBlock + u];
+        if (c == b.cols) continue;
+        if (c > b.cols) return *why = "column out of range", false;
+        if (seen[r * w.cols + c]++) return *why = "an entry appears twice", false;
+        scattered[r * w.cols + c] = b.weight[i];
+        ++used;
+        ++real;
       }
+      if (used == 0) return *why = "an empty block", false;
     }
   }
   if (real != w.nnz) return *why = "the blocks hold " + std::to_string(real) + " entries, not nnz", false;
@@ -132,22 +129,15 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
   if (std::memcmp(scattered.data(), dense.values.data(), elements * sizeof(float)) != 0)
     return *why = "execution format differs from the dense decode", false;
 
-  // The execution format, with the default spans and with narrow spans forced (several per row), for every
-  // kernel set this CPU runs.
+  // The execution format for every kernel set this CPU runs (and a coarse partition, to move part edges).
   std::vector<std::string> kernels = {"scalar"};
   if (onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2()) kernels.push_back("avx2");
-  struct Variant {
-    uint64_t span, span_entries;
-  };
-  const Variant variants[] = {{0, 32}, {5, 1}};
   std::vector<onnx_dc::BlockMatrix> forms;
-  for (const Variant& v : variants) {
-    for (const std::string& k : kernels) {
+  for (const std::string& k : kernels) {
+    for (size_t parts : {size_t{64}, size_t{7}}) {
       onnx_dc::GemmOptions o;
       o.kernel = k;
-      o.span_columns = v.span;
-      o.min_span_entries = v.span_entries;
-      o.max_parts = 7;
+      o.max_parts = parts;
       forms.push_back(onnx_dc::BuildBlockMatrix(w, o));
       if (!exhaustive) break;
     }
@@ -176,8 +166,7 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
         onnx_dc::SpmmReference(bm, x.data(), m, b, y_ref.data());
         onnx_dc::SpmmSerial(bm, x.data(), m, b, y_fast.data());
         if (std::memcmp(y_ref.data(), y_fast.data(), y_ref.size() * sizeof(float)) != 0)
-          return *why = std::string(bm.kernel_name()) + " kernels differ from the reference (m=" + std::to_string(m) +
-                        ", spans=" + std::to_string(bm.spans) + ")",
+          return *why = std::string(bm.kernel_name()) + " kernels differ from the reference (m=" + std::to_string(m) + ")",
                  false;
         if (exhaustive) {
           std::fill(y_fast.begin(), y_fast.end(), NAN);

@@ -28,8 +28,6 @@ typedef struct OnnxDcSparseStats {
   uint32_t column_index_bytes; /* 2 (K < 65536) or 4 */
   uint32_t parts;              /* row parts (tasks per batch unit) */
   uint64_t blocks;             /* blocks of 4 slots (one cluster each; padding slots read the zero column) */
-  uint64_t spans;              /* column spans S */
-  uint64_t span_columns;       /* columns per span */
 } OnnxDcSparseStats;
 
 /* Header and section checks only (no stream decoding). */
@@ -53,10 +51,8 @@ ONNX_DC_EXPORT uint32_t onnx_dc_cpu_features(void);
 /* A decoded layer, as DCSparseGemm holds it, for repeated runs (benchmarks, tests).
  * options: NULL or "" for the defaults, else comma-separated key=value pairs:
  *   kernel=auto|scalar|avx2   the kernel set (auto: ONNX_DC_KERNEL if set, else the best this CPU runs)
- *   span=N                    columns per span (default: ONNX_DC_SPAN_COLUMNS if set, else 2048)
- *   span_entries=N            fewer spans if a (row, span) would average fewer than N entries (default 32)
  *   parts=N                   at most N row parts (default 64)
- * onnxruntime's DCSparseGemm uses the defaults, so the environment variables steer it too. */
+ * onnxruntime's DCSparseGemm uses the defaults, so ONNX_DC_KERNEL steers it too. */
 typedef struct OnnxDcGemm OnnxDcGemm;
 typedef struct OnnxDcGemmInfo {
   OnnxDcSparseStats stats;

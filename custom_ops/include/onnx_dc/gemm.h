@@ -6,25 +6,24 @@
 //   BlockMatrix   the execution format DCSparseGemm runs on, built once per session from a SparseMatrix.
 //
 // ---- The execution format: codebook blocks ----------------------------------------------------------------
-// The columns 0..K-1 are cut into S spans of at most `span` columns (S = 1 for K <= kSpanColumns). Within
-// each (row, span) the entries are sorted by cluster, then by column, and cut into blocks of kBlock = 4
-// entries of one cluster; the last block of every (row, span, cluster) run is padded with the column index
-// K, a "zero column" (every kernel reads x[K] = 0). A block stores its 4 column indices and the codebook
-// value of its cluster:
-//   seg     u64 [N * S + 1]       blocks of (row n, span s) are [seg[n*S + s], seg[n*S + s + 1])
-//   col16   u16 [4 * blocks]      column indices, K = padding, when K < 65536   (else col32, u32)
-//   weight  f32 [blocks (+4)]     the block's codebook value (4 zero floats of slack after the end)
-// = 2 bytes per stored slot + 4 per block (+ 8 per row and span): ~2.5 bytes per slot, ~2.7 per nonzero at
-// 10% density with a 5-bit codebook (padding ~9%). No dense matrix. Grouping by cluster lets every kernel
-// add the 4 inputs of a block first and multiply once per block by its codebook value.
+// Within each row the entries are sorted by cluster, then by column, and cut into blocks of kBlock = 4
+// entries of one cluster; the last block of every (row, cluster) run is padded with the column index K, a
+// "zero column" (every kernel reads x[K] = 0). A block stores its 4 column indices and the codebook value
+// of its cluster:
+//   row_block  u64 [N + 1]      blocks of row n are [row_block[n], row_block[n + 1])
+//   col16      u16 [4 * blocks] column indices, K = padding, when K < 65536   (else col32, u32)
+//   weight     f32 [blocks + 4] the block's codebook value (4 zero floats of slack after the end)
+// = 2 bytes per slot + 4 per block + 8 per row: 3 bytes per slot, ~3.3 per nonzero at 10% density with a
+// 5-bit codebook (~9% of the slots are padding). No dense matrix. Grouping by cluster lets every kernel
+// add the 4 inputs of a block first and multiply once per block by its codebook value; the batch-1
+// product is bound by loads of x (one per slot) rather than by index or codebook traffic.
 //
 // ---- Summation order (every kernel, every thread count, every batch size) -----------------------------
 // For output Y[b, n] (x = row b of X, with x[K] = 0):
 //   a0 = a1 = a2 = a3 = +0.0f
-//   for s in 0 .. S-1:
-//     for j, block in enumerate(blocks of (n, s)):        // block order as stored
-//       t = ((x[c0] + x[c1]) + x[c2]) + x[c3]
-//       a[j mod 4] = a[j mod 4] + weight * t
+//   for j, block in enumerate(blocks of row n):         // block order as stored
+//     t = ((x[c0] + x[c1]) + x[c2]) + x[c3]
+//     a[j mod 4] = a[j mod 4] + weight * t
 //   y = ((a0 + a1) + (a2 + a3));  y = y + bias[n] if there is a bias
 // Every operation is a float32 add or multiply, rounded to nearest; no FMA (std::fma is never used and the
 // library is compiled with -ffp-contract=off), so the SIMD kernels, which keep the chains a0..a3 in lanes
@@ -40,8 +39,7 @@
 //   vector kernel  one batch row; reads X through a padded copy (K + 1 floats, x[K] = 0).
 //   tile kernels   8 or 16 batch rows at once on a packed copy of X: column-major, 8 or 16 floats per
 //                  column (one or two 32-byte vectors), K + 1 columns, zero-filled. Every block is decoded
-//                  once and applied to all rows of the tile. With S > 1 spans a tile task walks its rows in
-//                  groups span by span, so the packed columns of one span stay in L1/L2.
+//                  once and applied to all rows of the tile.
 #pragma once
 
 #include <array>
@@ -72,20 +70,14 @@ struct SparseMatrix {
 
 // ---- The execution format ---------------------------------------------------------------------------------
 
-inline constexpr size_t kBlock = 4;           // entries per block
-inline constexpr size_t kChains = 4;          // partial sums per output
-inline constexpr uint64_t kSpanColumns = 2048;  // default span width (GemmOptions::span_columns)
-inline constexpr uint64_t kMaxSpans = 16;
-inline constexpr size_t kMaxParts = 64;       // row parts of the thread partition
+inline constexpr size_t kBlock = 4;     // entries per block
+inline constexpr size_t kChains = 4;    // partial sums per output
+inline constexpr size_t kMaxParts = 64; // row parts of the thread partition
 
 struct KernelSet;
 
 struct GemmOptions {
   std::string kernel = "auto";  // auto | scalar | avx2; "auto" reads ONNX_DC_KERNEL (empty: best available)
-  uint64_t span_columns = 0;    // 0: ONNX_DC_SPAN_COLUMNS if set, else kSpanColumns
-  // Fewer spans than K / span_columns when a (row, span) would hold fewer entries than this on average
-  // (and never more than kMaxSpans), so per-(row, span) offsets stay small next to the entries.
-  uint64_t min_span_entries = 32;
   size_t max_parts = kMaxParts;
 };
 
@@ -94,9 +86,7 @@ struct BlockMatrix {
   uint64_t cols = 0;   // K
   uint64_t nnz = 0;    // real entries
   uint64_t blocks = 0;
-  uint64_t spans = 1;  // S
-  uint64_t span = 0;   // span width in columns (the last span may be narrower)
-  std::vector<uint64_t> seg;     // rows * spans + 1 (empty when rows == 0)
+  std::vector<uint64_t> row_block;  // rows + 1, or empty when nnz == 0 (every row empty)
   std::vector<uint16_t> col16;   // 4 * blocks, when cols < 65536
   std::vector<uint32_t> col32;   // 4 * blocks, otherwise
   std::vector<float> weight;     // blocks + 4
