@@ -14,7 +14,9 @@ from .codec import compress_tensor
 from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.decompress import decompress_model
 from .graph.match import Layer, Skipped, find_layers
-from .graph.model_io import ModelError, check_output_path, load_model, model_bytes_on_disk, save_model_atomic
+from .graph.model_io import (
+    ModelError, check_output_path, load_model, materialize_external, model_bytes_on_disk, save_model_atomic,
+)
 from .graph.rewrite import META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, META_VERSION, rewrite, set_metadata
 from .report import build_report
 
@@ -71,40 +73,47 @@ def compress(
     """
     options = options or CompressOptions(**kwargs)
     output = check_output_path(input_path, output_path)
-    model = load_model(input_path)
+    # Data-free compression streams: weights in external files are read one layer at a time. The
+    # data-aware paths run the model in onnxruntime from memory, so they load everything.
+    streaming = not options.calibration
+    model = load_model(input_path, load_external=not streaming)
+    base_dir = str(Path(input_path).parent)
     original_bytes = model_bytes_on_disk(input_path)
-    layers, skipped = find_layers(model, options.min_weights)
+    layers, skipped = find_layers(model, options.min_weights, base_dir)
     _check_override_names(options, layers, skipped)
     policy = None
     if options.target_ratio:
         new_model, all_skipped, policy = _build_to_ratio(model, layers, skipped, options, progress, original_bytes,
                                                          sensitivity_data)
     else:
-        new_model, all_skipped = _build(model, layers, skipped, options, progress, original_bytes)
+        new_model, all_skipped = _build(model, layers, skipped, options, progress, original_bytes, base_dir)
     _check(new_model)
     save_model_atomic(new_model, output)
     return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), all_skipped, policy)
 
 
-def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int):
+def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, base_dir=None):
     """The compressed model (not yet saved) and every layer left alone with its reason."""
     skipped = list(skipped)
     payloads = {}
     compressed = []
-    for layer, packed in _compress_layers(model, layers, options, progress):
-        if isinstance(packed, str):
-            skipped.append(Skipped(layer.weight_name, layer.op_label, packed))
+    for layer, payload in _compress_layers(model, layers, options, progress):
+        if isinstance(payload, str):
+            skipped.append(Skipped(layer.weight_name, layer.op_label, payload))
             continue
-        if len(packed.payload) >= layer.weight.nbytes:
+        if len(payload) >= layer.nbytes:
             skipped.append(Skipped(layer.weight_name, layer.op_label,
-                                   f"its payload ({len(packed.payload)} B) would not be smaller than the weight "
-                                   f"({layer.weight.nbytes} B)"))
+                                   f"its payload ({len(payload)} B) would not be smaller than the weight "
+                                   f"({layer.nbytes} B)"))
             continue
-        payloads[layer.weight_name] = packed.payload
+        payloads[layer.weight_name] = payload
         compressed.append(layer)
     if not compressed and not options.allow_unchanged:
         reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) or "it has no Gemm, MatMul or Conv layer"
         raise NothingToCompress(f"no layer of the model can be compressed ({reasons})")
+    if base_dir is not None:
+        # The tensors that stay (biases, layers left alone) go into the output: read them now.
+        materialize_external(model, Path(base_dir), skip={layer.weight_name for layer in compressed})
     new_model, records = rewrite(model, compressed, payloads)
     compact = {"separators": (",", ":")}  # metadata is stored in the file: keep it small
     set_metadata(new_model, {
@@ -129,7 +138,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
         sens = analyse(model, layers, options, feeds, progress=progress)
     target_bytes = original_bytes / options.target_ratio
     # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
-    budget = target_bytes - (original_bytes - sum(layer.weight.nbytes for layer in layers)) - 64 - 128 * len(layers)
+    budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
     best = None
     passed = failed = None  # the largest budget known to fit the target, the smallest known not to
     for _ in range(8):
@@ -159,7 +168,11 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
 
 
 def _compress_layers(model, layers, options: CompressOptions, progress):
-    """(layer, packed tensor or the reason it could not be compressed) for each layer."""
+    """(layer, payload bytes or the reason it could not be compressed) for each layer, in order.
+
+    Data-free layers are independent: with `options.jobs` > 1 they run in a process pool (each worker
+    reads its own weight; results are collected in layer order, so the output does not depend on it).
+    Only payloads are kept, never the dense weights: memory stays at about one layer per worker."""
     policies = [_policy(layer, options) for layer in layers]
     if options.calibration:
         from .calibrated import compress_calibrated
@@ -168,19 +181,35 @@ def _compress_layers(model, layers, options: CompressOptions, progress):
         feeds, _ = load_data(options.calibration, model)
         fitted = compress_calibrated(model, layers, policies, feeds, init=options.init, seed=options.seed,
                                      huffman=options.huffman, prune_method=options.prune_method, progress=progress)
-        return [(f.layer, f.packed) for f in fitted]
-    out = []
-    for i, (layer, policy) in enumerate(zip(layers, policies)):
-        if progress:
-            progress(layer.weight_name, i, len(layers))
-        try:
-            out.append((layer, compress_tensor(layer.weight, policy.sparsity, policy.bits, policy.index_bits,
-                                               init=options.init, seed=options.seed, huffman=options.huffman)))
-        except ValueError as exc:
-            out.append((layer, str(exc)))
+        return [(f.layer, f.packed.payload) for f in fitted]
+    tasks = [(layer.source, policy, options.init, options.seed, options.huffman) for layer, policy in zip(layers, policies)]
+    results: list = [None] * len(layers)
+    if options.jobs > 1 and len(layers) > 1:
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=min(options.jobs, len(layers))) as pool:
+            futures = {pool.submit(_payload_of, *task): i for i, task in enumerate(tasks)}
+            for done, future in enumerate(as_completed(futures)):
+                if progress:
+                    progress(layers[futures[future]].weight_name, done, len(layers))
+                results[futures[future]] = future.result()
+    else:
+        for i, task in enumerate(tasks):
+            if progress:
+                progress(layers[i].weight_name, i, len(layers))
+            results[i] = _payload_of(*task)
     if progress:
         progress("", len(layers), len(layers))
-    return out
+    return list(zip(layers, results))
+
+
+def _payload_of(source, policy: LayerPolicy, init: str, seed: int, huffman: bool):
+    """One layer, data-free: its payload, or why it cannot be compressed (runs in a worker process too)."""
+    try:
+        return compress_tensor(source.load(), policy.sparsity, policy.bits, policy.index_bits, init=init, seed=seed,
+                               huffman=huffman).payload
+    except ValueError as exc:
+        return str(exc)
 
 
 def sensitivity(model_path, calibration: str, data: str | None = None, options: CompressOptions | None = None,

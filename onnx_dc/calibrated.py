@@ -28,7 +28,7 @@ class FittedLayer:
 
 
 def _matrix(layer: Layer) -> np.ndarray:
-    return layer.weight.reshape(layer.weight.shape[0], -1)
+    return layer.weight.reshape(layer.shape[0], -1)
 
 
 def _bias(layer: Layer) -> np.ndarray | None:
@@ -37,7 +37,7 @@ def _bias(layer: Layer) -> np.ndarray | None:
         return layer.conv_bias
     if len(layer.uses) == 1:
         b = layer.uses[0].bias
-        return b if b is not None else np.zeros(layer.weight.shape[0], np.float32)
+        return b if b is not None else np.zeros(layer.shape[0], np.float32)
     return None
 
 
@@ -87,7 +87,7 @@ def compress_calibrated(
         problem = refit_problem(w, bias, stats, free_bias=bias is not None)
         rec = prune_reconstruct(problem, policy.sparsity, method=prune_method)
         q = quantize_refit(problem, rec, policy.bits, init=init, seed=seed)
-        packed = pack_tensor(layer.weight.shape, q.mask, q.labels, q.codebook, policy.bits, policy.index_bits, huffman)
+        packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, policy.bits, policy.index_bits, huffman)
         new_layer = _with_bias(layer, q.bias) if bias is not None else layer
         fitted.append(FittedLayer(new_layer, packed, q.error))
     if progress:

@@ -124,10 +124,12 @@ def main():
 @click.option("--target-ratio", type=float, metavar="R",
               help="With --calibration: choose per-layer sparsity and bits to make the file R times smaller "
                    "at the least output error (overrides --sparsity/--bits).")
+@click.option("-j", "--jobs", default=1, show_default=True, type=int,
+              help="Compress layers in this many worker processes (data-free; the output is the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
-             min_weights, allow_unchanged, calibration, prune_method, target_ratio, as_json, quiet):
+             min_weights, allow_unchanged, calibration, prune_method, target_ratio, jobs, as_json, quiet):
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
@@ -140,7 +142,7 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
             layer_sparsity=parse_layer_overrides(layer_sparsity, "--layer-sparsity", sparsity_value),
             layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
             init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,
-            calibration=calibration, prune_method=prune_method, target_ratio=target_ratio,
+            calibration=calibration, prune_method=prune_method, target_ratio=target_ratio, jobs=jobs,
         )
         if quiet or as_json or not sys.stderr.isatty():
             result = api_compress(input_path, output_path, options)

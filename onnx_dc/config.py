@@ -98,6 +98,7 @@ class CompressOptions:
     calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
     prune_method: str = "obs"  # with calibration data: see codec.refit.PRUNE_METHODS
     target_ratio: float | None = None  # pick per-layer settings from a sensitivity analysis to reach it
+    jobs: int = 1  # data-free layers compressed in parallel worker processes
 
     def __post_init__(self):
         for kind in KINDS:
@@ -115,6 +116,8 @@ class CompressOptions:
                               f"{', '.join(PRUNE_METHODS)}")
         if self.target_ratio is not None and not self.target_ratio > 1:
             raise ConfigError(f"--target-ratio must be > 1, got {self.target_ratio}")
+        if self.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {self.jobs}")
         if self.min_weights < 0:
             raise ConfigError("--min-weights must be >= 0")
 

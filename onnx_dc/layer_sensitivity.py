@@ -93,7 +93,7 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
 def _layer_stats(model, layers, feeds) -> dict[str, LayerStats]:
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
     sess = session(with_outputs(model, names))
-    stats = {layer.weight_name: LayerStats(layer.weight.reshape(layer.weight.shape[0], -1).shape[1]) for layer in layers}
+    stats = {layer.weight_name: LayerStats(layer.weight.reshape(layer.shape[0], -1).shape[1]) for layer in layers}
     for batch in batches(feeds, 256):
         values = dict(zip(names, sess.run(names, batch)))
         for layer in layers:
@@ -109,7 +109,7 @@ def _problem(layer: Layer, stats: LayerStats | None):
     if stats is None:
         return None
     bias = _bias(layer)
-    return refit_problem(layer.weight.reshape(layer.weight.shape[0], -1), bias, stats, free_bias=bias is not None)
+    return refit_problem(layer.weight.reshape(layer.shape[0], -1), bias, stats, free_bias=bias is not None)
 
 
 def _prune(problem, sparsity: float, options: CompressOptions):
@@ -128,7 +128,7 @@ def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, option
                                  huffman=options.huffman)
         return packed, layer
     q = quantize_refit(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
-    packed = pack_tensor(layer.weight.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
+    packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
     return packed, (_with_bias(layer, q.bias) if problem.free_bias else layer)
 
 

@@ -173,3 +173,31 @@ def test_paper_settings_on_784_300_100_10_are_at_least_35x_smaller(tmp_path):
     assert report["file"]["ratio"] == pytest.approx(ratio)
     assert ratio >= 35
     assert report["totals"]["fillers"] > 0 and report["totals"]["filler_bits"] > 0
+
+
+def test_parallel_jobs_give_the_same_file(tmp_path):
+    src = builders.save(builders.mlp((64, 48, 32, 10)), tmp_path / "in.onnx")
+    onnx_dc.compress(src, tmp_path / "a.onnx", CompressOptions(min_weights=16))
+    onnx_dc.compress(src, tmp_path / "b.onnx", CompressOptions(min_weights=16, jobs=2))
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_external_data_weights_are_streamed_not_loaded(tmp_path, monkeypatch):
+    """Data-free compression reads each external weight when it compresses it, and only the tensors that
+    stay are read into the output."""
+    m = builders.mlp((64, 48, 32, 10))
+    onnx.save_model(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin", size_threshold=0)
+    import onnx_dc.graph.model_io as model_io
+
+    loaded = []
+    real = model_io.materialize_external
+
+    def spy(model, base, skip=frozenset(), check_only=False):
+        if not check_only:
+            loaded.append(set(skip))
+        return real(model, base, skip, check_only)
+
+    monkeypatch.setattr(model_io, "materialize_external", spy)
+    monkeypatch.setattr("onnx_dc.api.materialize_external", spy)
+    onnx_dc.compress(tmp_path / "ext.onnx", tmp_path / "dc.onnx", OPTS)
+    assert loaded == [{"fc1.weight", "fc2.weight", "fc3.weight"}]  # one pass, compressed weights skipped

@@ -41,7 +41,7 @@ def as_rows(layer: Layer, use_index: int, x: np.ndarray) -> np.ndarray:
     [N, C, H, W] → its patches [N·H'·W', C·kh·kw] (the kernel's row-major order)."""
     if layer.kind == "fc":
         return x.reshape(-1, x.shape[-1])
-    return im2col(x, layer.uses[use_index], layer.weight.shape)
+    return im2col(x, layer.uses[use_index], layer.shape)
 
 
 def im2col(x: np.ndarray, node: onnx.NodeProto, kernel_shape) -> np.ndarray:

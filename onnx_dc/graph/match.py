@@ -28,14 +28,62 @@ class FcUse:
     bias_source: str | None = None  # name of the constant the bias came from
 
 
+class WeightSource:
+    """Where a weight's values are, loaded only when asked for: a model's weights never need to be in
+    memory all at once (a model with external data streams layer by layer). Picklable, for process pools:
+    an external tensor travels as its file reference, an inline one with its data."""
+
+    def __init__(self, tensor: onnx.TensorProto, base_dir: str | None, transpose: bool = False, alpha: float = 1.0):
+        self.tensor, self.base_dir, self.transpose, self.alpha = tensor, base_dir, transpose, alpha
+
+    def __getstate__(self):
+        return {"tensor": self.tensor.SerializeToString(), "base_dir": self.base_dir, "transpose": self.transpose,
+                "alpha": self.alpha}
+
+    def __setstate__(self, state):
+        self.tensor = onnx.TensorProto()
+        self.tensor.ParseFromString(state["tensor"])
+        self.base_dir, self.transpose, self.alpha = state["base_dir"], state["transpose"], state["alpha"]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        dims = tuple(int(d) for d in self.tensor.dims)
+        return dims[::-1] if self.transpose else dims
+
+    def load(self) -> np.ndarray:
+        value = numpy_helper.to_array(self.tensor, self.base_dir or "")
+        if self.transpose:
+            value = value.T
+        if self.alpha != 1.0:
+            value = np.float32(self.alpha) * value
+        return np.ascontiguousarray(value, dtype=np.float32)
+
+
 @dataclass
 class Layer:
     weight_name: str
     kind: str  # "fc" or "conv"
-    weight: np.ndarray  # fc: W [N, K] (alpha applied); conv: the kernel as stored
+    source: WeightSource  # fc: W [N, K] (alpha applied); conv: the kernel as stored
     uses: list = field(default_factory=list)  # FcUse for fc; the consuming nodes for conv
     conv_bias: np.ndarray | None = None  # conv with one consumer: its bias (zeros if it has none)
     new_conv_bias: np.ndarray | None = None  # set by data-aware compression: the refitted conv bias
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The weight's values, loaded now (not kept: call once per use)."""
+        return self.source.load()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.source.shape
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.size
 
     @property
     def names(self) -> set[str]:
@@ -62,9 +110,10 @@ class Skipped:
 class GraphIndex:
     """Producers, consumers and constants of a model's main graph."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None):
         graph = model.graph
         self.graph = graph
+        self.base_dir = base_dir
         self.graph_inputs = {i.name for i in graph.input}
         if model.ir_version < 4:
             # Before IR 4 every initializer had to be listed as an input too; they are still constants.
@@ -82,16 +131,21 @@ class GraphIndex:
         self.subgraph_refs = names_used_in_subgraphs(graph)
         self.shapes = _inferred_ranks(model)
 
-    def constant(self, name: str) -> np.ndarray | None:
-        """The value of `name` if it is a constant the graph cannot override, else None."""
+    def constant_tensor(self, name: str) -> onnx.TensorProto | None:
+        """The TensorProto holding `name` if it is a constant the graph cannot override, else None."""
         if name in self.initializers and name not in self.graph_inputs:
-            return numpy_helper.to_array(self.initializers[name])
+            return self.initializers[name]
         node = self.constant_nodes.get(name)
         if node is not None:
             for attr in node.attribute:
                 if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    return numpy_helper.to_array(attr.t)
+                    return attr.t
         return None
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of `name` if it is a constant the graph cannot override, else None (loads it)."""
+        tensor = self.constant_tensor(name)
+        return None if tensor is None else numpy_helper.to_array(tensor, self.base_dir or "")
 
     def is_constant_source(self, name: str) -> bool:
         return (name in self.initializers and name not in self.graph_inputs) or name in self.constant_nodes
@@ -146,47 +200,47 @@ def _bias_vector(value: np.ndarray, n: int, max_rank: int | None) -> np.ndarray 
     return None
 
 
-def _check_weight(value: np.ndarray | None, name: str) -> str | None:
-    if value is None:
+def _check_weight(tensor: onnx.TensorProto | None, name: str) -> str | None:
+    """Checks on the tensor's metadata only (its values are read when the layer is compressed; NaN or
+    infinity is reported then)."""
+    if tensor is None:
         return f"weight {name!r} is not a constant (computed at run time or overridable as a graph input)"
-    if value.dtype != np.float32:
-        return f"weight {name!r} is {value.dtype}; only float32 weights are compressed"
-    if not np.all(np.isfinite(value)):
-        return f"weight {name!r} contains NaN or infinity"
+    if tensor.data_type != onnx.TensorProto.FLOAT:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type) if tensor.data_type else "untyped"
+        return f"weight {name!r} is {dtype}; only float32 weights are compressed"
     return None
 
 
-def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse | None, np.ndarray | None, str | None]:
-    """(use, W[N,K], None) for an eligible node, or (None, None, reason)."""
+def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse | None, WeightSource | None, str | None]:
+    """(use, source of W[N,K], None) for an eligible node, or (None, None, reason)."""
     weight_name = node.input[1]
-    value = index.constant(weight_name)
-    reason = _check_weight(value, weight_name)
+    tensor = index.constant_tensor(weight_name)
+    reason = _check_weight(tensor, weight_name)
     if reason:
         return None, None, reason
-    if value.ndim != 2:
-        return None, None, f"weight has rank {value.ndim}; a fully-connected weight is 2-D"
+    if len(tensor.dims) != 2:
+        return None, None, f"weight has rank {len(tensor.dims)}; a fully-connected weight is 2-D"
     if node.op_type == "Gemm":
         if _attr(node, "transA", 0):
             return None, None, "Gemm with transA=1 is not supported (its input would need a transpose)"
         trans_b = int(_attr(node, "transB", 0))
         alpha = float(_attr(node, "alpha", 1.0))
         beta = float(_attr(node, "beta", 1.0))
-        w = value if trans_b else value.T
+        source = WeightSource(tensor, index.base_dir, transpose=not trans_b, alpha=alpha)
         bias = None
         if len(node.input) > 2 and node.input[2]:
             c = index.constant(node.input[2])
             if c is None:
                 return None, None, "Gemm bias C is not a constant"
-            bias = _bias_vector(c, w.shape[0], 2)
+            bias = _bias_vector(c, source.shape[0], 2)
             if bias is None:
                 return None, None, f"Gemm bias C of shape {list(c.shape)} is not a per-output vector"
             bias = (np.float32(beta) * bias).astype(np.float32)
-        w = (np.float32(alpha) * w).astype(np.float32) if alpha != 1.0 else w
         use = FcUse(node, "Gemm", node.input[0], node.output[0], bias, trans_b,
                     bias_source=node.input[2] if bias is not None else None)
-        return use, np.ascontiguousarray(w), None
+        return use, source, None
     # MatMul: Y = X @ B with B [K, N]
-    w = np.ascontiguousarray(value.T)
+    source = WeightSource(tensor, index.base_dir, transpose=True)
     use = FcUse(node, "MatMul", node.input[0], node.output[0], None, 0)
     consumers = index.consumers.get(node.output[0], [])
     if len(consumers) == 1 and node.output[0] not in index.graph_outputs:
@@ -195,15 +249,17 @@ def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse | None, np
             other = add.input[1 - pos]
             c = index.constant(other)
             if c is not None:
-                bias = _bias_vector(c, w.shape[0], index.shapes.get(node.input[0]))
+                bias = _bias_vector(c, source.shape[0], index.shapes.get(node.input[0]))
                 if bias is not None:
                     use = FcUse(node, "MatMul+Add", node.input[0], add.output[0], bias, 0, add, other)
-    return use, w, None
+    return use, source, None
 
 
-def find_layers(model: onnx.ModelProto, min_weights: int = 0) -> tuple[list[Layer], list[Skipped]]:
-    """Every compressible weight of the main graph, and every FC/Conv node left alone with its reason."""
-    index = GraphIndex(model)
+def find_layers(model: onnx.ModelProto, min_weights: int = 0, base_dir: str | None = None
+                ) -> tuple[list[Layer], list[Skipped]]:
+    """Every compressible weight of the main graph, and every FC/Conv node left alone with its reason.
+    `base_dir`: where the model's external data files are (weights are read from them only when used)."""
+    index = GraphIndex(model, base_dir)
     layers: list[Layer] = []
     skipped: list[Skipped] = []
     by_weight: dict[str, list[onnx.NodeProto]] = {}
@@ -234,8 +290,8 @@ def find_layers(model: onnx.ModelProto, min_weights: int = 0) -> tuple[list[Laye
             layer, reason = _conv_layer(weight_name, nodes, index)
         else:
             layer, reason = _fc_layer(weight_name, nodes, index)
-        if reason is None and layer.weight.size < min_weights:
-            reason = f"{layer.weight.size} weights, below the minimum of {min_weights} (--min-weights)"
+        if reason is None and layer.size < min_weights:
+            reason = f"{layer.size} weights, below the minimum of {min_weights} (--min-weights)"
         if reason:
             skipped.append(Skipped(weight_name, label, reason))
         else:
@@ -244,25 +300,26 @@ def find_layers(model: onnx.ModelProto, min_weights: int = 0) -> tuple[list[Laye
 
 
 def _fc_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
-    uses, matrices = [], []
+    uses, sources = [], []
     for node in nodes:
-        use, w, reason = _match_fc(node, index)
+        use, source, reason = _match_fc(node, index)
         if reason:
             return None, reason if len(nodes) == 1 else f"{node.op_type} node {node.name or '(unnamed)'}: {reason}"
         uses.append(use)
-        matrices.append(w)
-    if any(not np.array_equal(matrices[0], m) for m in matrices[1:]):
+        sources.append(source)
+    if any((s.transpose, s.alpha) != (sources[0].transpose, sources[0].alpha) for s in sources[1:]):
         return None, "weight is shared by nodes that use it in different layouts or scales"
-    return Layer(weight_name, "fc", matrices[0], uses), None
+    return Layer(weight_name, "fc", sources[0], uses), None
 
 
 def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
-    value = index.constant(weight_name)
-    reason = _check_weight(value, weight_name)
+    tensor = index.constant_tensor(weight_name)
+    reason = _check_weight(tensor, weight_name)
     if reason:
         return None, reason
-    if value.ndim != 4:
-        return None, f"Conv weight of rank {value.ndim}; only 2-D convolutions (4-D kernels) are compressed"
+    if len(tensor.dims) != 4:
+        return None, f"Conv weight of rank {len(tensor.dims)}; only 2-D convolutions (4-D kernels) are compressed"
+    out_channels = int(tensor.dims[0])
     for node in nodes:
         if int(_attr(node, "group", 1)) != 1:
             return None, "grouped or depthwise Conv (group > 1) is not compressed yet"
@@ -271,7 +328,7 @@ def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
         node = nodes[0]
         if len(node.input) > 2 and node.input[2]:
             bias = index.constant(node.input[2])
-            bias = bias.astype(np.float32) if bias is not None and bias.shape == (value.shape[0],) else None
+            bias = bias.astype(np.float32) if bias is not None and bias.shape == (out_channels,) else None
         else:
-            bias = np.zeros(value.shape[0], np.float32)
-    return Layer(weight_name, "conv", value, list(nodes), conv_bias=bias), None
+            bias = np.zeros(out_channels, np.float32)
+    return Layer(weight_name, "conv", WeightSource(tensor, index.base_dir), list(nodes), conv_bias=bias), None

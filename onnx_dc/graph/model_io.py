@@ -18,7 +18,10 @@ class ModelError(ValueError):
     """A model file that cannot be used; the message is meant for the user as it is."""
 
 
-def load_model(path) -> onnx.ModelProto:
+def load_model(path, load_external: bool = True) -> onnx.ModelProto:
+    """Parse a model file. External data references are always checked (the file exists, inside the
+    model's folder); with `load_external=False` the tensors stay references, read later on demand
+    (`numpy_helper.to_array(tensor, base_dir)`), so a model larger than memory can be streamed."""
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
@@ -35,15 +38,19 @@ def load_model(path) -> onnx.ModelProto:
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError(f"{path}: not a valid ONNX model (it has no graph)")
     try:
-        _load_external(model, path.parent)
+        materialize_external(model, path.parent, check_only=not load_external)
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load its external data: {exc}") from None
     return model
 
 
-def _load_external(model: onnx.ModelProto, base: Path) -> None:
+def materialize_external(model: onnx.ModelProto, base: Path, skip: set[str] = frozenset(),
+                         check_only: bool = False) -> None:
+    """Check every external data reference and read the data into the model (except tensors named in
+    `skip`, and all of them with `check_only`)."""
     from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
 
+    base = Path(base)
     base_real = base.resolve()
     for tensor in _get_all_tensors(model):
         if not uses_external_data(tensor):
@@ -54,6 +61,8 @@ def _load_external(model: onnx.ModelProto, base: Path) -> None:
             raise ValueError(f"tensor {tensor.name!r} points outside the model's folder ({location!r})")
         if not target.is_file():
             raise ValueError(f"tensor {tensor.name!r}: external data file {location!r} is missing")
+        if check_only or tensor.name in skip:
+            continue
         load_external_data_for_tensor(tensor, str(base))
         tensor.data_location = onnx.TensorProto.DEFAULT
         del tensor.external_data[:]

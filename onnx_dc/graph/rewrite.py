@@ -76,7 +76,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             prepend.append(node)
             redefined.add(layer.weight_name)
             value_infos.append(helper.make_tensor_value_info(layer.weight_name, onnx.TensorProto.FLOAT,
-                                                             list(layer.weight.shape)))
+                                                             list(layer.shape)))
             records.append({"node": node.name, "op": "Conv", "weight": layer.weight_name})
             if layer.new_conv_bias is not None:
                 (conv,) = layer.uses
