@@ -18,9 +18,20 @@ __all__ = [
 @dataclass(frozen=True)
 class CompressedTensor:
     payload: bytes
-    dense: np.ndarray  # float32, the pruned and quantized tensor: exactly what decoding the payload gives
     nnz: int
     stats: WriteStats
+    shape: tuple
+    mask: np.ndarray  # bool [rows, cols]
+    labels: np.ndarray
+    codebook: np.ndarray
+
+    @property
+    def dense(self) -> np.ndarray:
+        """The pruned and quantized tensor (float32): exactly what decoding the payload gives. Built on
+        demand, so compressing a layer does not hold a second full-size copy of it."""
+        dense = np.zeros(self.mask.shape, dtype=np.float32)
+        dense[self.mask] = np.asarray(self.codebook, dtype=np.float32)[np.asarray(self.labels, dtype=np.int64)]
+        return dense.reshape(self.shape)
 
 
 def compress_tensor(
@@ -58,6 +69,4 @@ def pack_tensor(shape, mask: np.ndarray, labels: np.ndarray, codebook: np.ndarra
     cluster index of each kept entry in row-major order."""
     matrix_mask = np.asarray(mask, dtype=bool).reshape(shape[0], -1)
     payload, stats = write_payload(tuple(shape), matrix_mask, labels, codebook, bits, index_bits, huffman_coded=huffman)
-    dense = np.zeros(matrix_mask.shape, dtype=np.float32)
-    dense[matrix_mask] = np.asarray(codebook, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
-    return CompressedTensor(payload, dense.reshape(shape), int(matrix_mask.sum()), stats)
+    return CompressedTensor(payload, int(matrix_mask.sum()), stats, tuple(shape), matrix_mask, labels, codebook)

@@ -18,17 +18,27 @@ def prune_mask_by_fraction(weight: np.ndarray, sparsity: float) -> np.ndarray:
     position), so a layer's kept fraction is what was asked for, not what a threshold happens to give.
     Weights that are already zero are never kept: they would store a zero value at the cost of an entry.
     """
-    flat = np.abs(np.asarray(weight, dtype=np.float32)).ravel()
+    weight = np.asarray(weight, dtype=np.float32)
+    flat = np.abs(weight).ravel()  # the one full-size temporary: selection works on it in place
     k = min(keep_count(flat.size, sparsity), int(np.count_nonzero(flat)))
-    mask = np.zeros(flat.size, dtype=bool)
-    if k > 0:
-        # The k-th largest magnitude by selection (O(n), no full sort); everything above it is kept, and
-        # among values equal to it the earliest positions: deterministic, exactly k entries.
-        t = np.partition(flat, flat.size - k)[flat.size - k]
-        mask = flat > t
-        ties = np.flatnonzero(flat == t)
-        mask[ties[: k - int(mask.sum())]] = True
-    return mask.reshape(np.shape(weight))
+    if k == 0:
+        return np.zeros(weight.shape, dtype=bool)
+    # The k-th largest magnitude by selection (O(n), no full sort); everything above it is kept, and
+    # among values equal to it the earliest positions: deterministic, exactly k entries.
+    flat.partition(flat.size - k)
+    t = flat[flat.size - k]
+    del flat
+    mask = np.empty(weight.size, dtype=bool)
+    ties = []
+    step = 1 << 22  # in blocks: no second full-size temporary
+    w = weight.ravel()
+    for i in range(0, w.size, step):
+        a = np.abs(w[i : i + step])
+        mask[i : i + step] = a > t
+        ties.append(np.flatnonzero(a == t) + i)
+    ties = np.concatenate(ties)
+    mask[ties[: k - int(mask.sum())]] = True
+    return mask.reshape(weight.shape)
 
 
 def prune_mask_by_threshold(weight: np.ndarray, threshold: float) -> np.ndarray:

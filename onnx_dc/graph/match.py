@@ -6,6 +6,7 @@ several nodes is compressed once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -51,12 +52,29 @@ class WeightSource:
         return dims[::-1] if self.transpose else dims
 
     def load(self) -> np.ndarray:
-        value = numpy_helper.to_array(self.tensor, self.base_dir or "")
+        value = self._mapped() if self.tensor.data_location == onnx.TensorProto.EXTERNAL else None
+        if value is None:
+            value = numpy_helper.to_array(self.tensor, self.base_dir or "")
         if self.transpose:
             value = value.T
         if self.alpha != 1.0:
             value = np.float32(self.alpha) * value
         return np.ascontiguousarray(value, dtype=np.float32)
+
+
+    def _mapped(self) -> np.ndarray | None:
+        """An external float32 tensor mapped from its file (read-only, no copy in memory), or None."""
+        info = {e.key: e.value for e in self.tensor.external_data}
+        shape = tuple(int(d) for d in self.tensor.dims)
+        count = int(np.prod(shape, dtype=np.int64))
+        if self.tensor.data_type != onnx.TensorProto.FLOAT or "location" not in info or count == 0:
+            return None
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", 4 * count))
+        path = Path(self.base_dir or ".") / info["location"]
+        if length != 4 * count or offset % 4 or offset + length > path.stat().st_size:
+            raise ValueError(f"external data of {self.tensor.name!r} does not match its shape {list(shape)}")
+        return np.memmap(path, dtype="<f4", mode="r", offset=offset, shape=shape)
 
 
 @dataclass
