@@ -51,7 +51,8 @@ def compress_tensor(
     weight = np.asarray(weight, dtype=np.float32)
     if weight.ndim < 1:
         raise ValueError("a weight must have at least one dimension")
-    if not np.all(np.isfinite(weight)):
+    flat = weight.ravel()
+    if not all(np.isfinite(flat[i : i + (1 << 22)]).all() for i in range(0, flat.size, 1 << 22)):
         raise ValueError("weights contain NaN or infinity")
     if threshold is not None:
         mask = prune_mask_by_threshold(weight, threshold)

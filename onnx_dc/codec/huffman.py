@@ -102,21 +102,23 @@ def canonical_codes(lengths: np.ndarray) -> np.ndarray:
 def encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarray]:
     """Encode `symbols` MSB-first. Returns the bytes (zero-padded to a byte) and the bit offset at which
     each symbol starts, plus one final entry: the total number of bits."""
-    symbols = np.asarray(symbols, dtype=np.int64)
+    symbols = np.asarray(symbols)
     lengths = np.asarray(lengths, dtype=np.int64)
     codes = canonical_codes(lengths)
-    sym_len = lengths[symbols]
+    # Narrow per-symbol arrays (codes ≤ 16 bits): encoding a large layer's streams stays light.
+    sym_len = lengths.astype(np.uint8)[symbols]
     if symbols.size and int(sym_len.min()) == 0:
         raise HuffmanError("a symbol to encode has no code")
     offsets = np.zeros(symbols.size + 1, dtype=np.int64)
     np.cumsum(sym_len, out=offsets[1:])
     total = int(offsets[-1])
     bits = np.zeros(total, dtype=np.uint8)
-    sym_code = codes[symbols]
+    sym_code = codes.astype(np.uint32)[symbols]
     starts = offsets[:-1]
     for j in range(int(sym_len.max()) if symbols.size else 0):
-        sel = sym_len > j
-        bits[starts[sel] + j] = (sym_code[sel] >> (sym_len[sel] - 1 - j)) & 1
+        sel = np.flatnonzero(sym_len > j)
+        shift = (sym_len[sel] - np.uint8(1 + j)).astype(np.uint32)
+        bits[starts[sel] + j] = (sym_code[sel] >> shift) & np.uint32(1)
     return np.packbits(bits).tobytes(), offsets
 
 
