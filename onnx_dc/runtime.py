@@ -171,6 +171,19 @@ class NativeLibrary:
         return NativeGemm(self, blob, options)
 
 
+_NATIVE: list = []
+
+
+def native_library() -> "NativeLibrary | None":
+    """The process-wide NativeLibrary, or None when the library is not built (callers fall back)."""
+    if not _NATIVE:
+        try:
+            _NATIVE.append(NativeLibrary())
+        except (LibraryNotFoundError, OSError, AttributeError):
+            _NATIVE.append(None)
+    return _NATIVE[0]
+
+
 class NativeGemm:
     """One layer decoded into DCSparseGemm's execution format, as onnxruntime holds it (c_api.h:
     onnx_dc_gemm_*). ``options``: comma-separated ``kernel=auto|scalar|avx2`` (auto: the environment variable
