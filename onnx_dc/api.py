@@ -217,25 +217,6 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
     """Per-layer sensitivity (list of sensitivity.LayerSensitivity): each layer compressed alone at each
     sparsity and bit width (fitted on the calibration data, or by magnitude + k-means if not
     `data_aware`), the model run on `data` (with labels: accuracy) or on the calibration data."""
-    from . import sensitivity as sens_mod
-    from .evaluate import load_data
-
-    options = dataclasses.replace(options or CompressOptions(), calibration=calibration if data_aware else None)
-    model = load_model(model_path)
-    layers, _ = find_layers(model, options.min_weights)
-    if not layers:
-        raise NothingToCompress(f"{model_path}: no layer of the model can be compressed")
-    feeds, _ = load_data(calibration, model)
-    eval_feeds, labels = load_data(data, model) if data else (None, None)
-    return sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds,
-                            sparsities=sparsities or sens_mod.DEFAULT_SPARSITIES, progress=progress)
-
-
-def sensitivity(model_path, calibration: str, data: str | None = None, options: CompressOptions | None = None,
-                sparsities=None, progress=None, data_aware: bool = True):
-    """Per-layer sensitivity (list of sensitivity.LayerSensitivity): each layer compressed alone at each
-    sparsity and bit width (fitted on the calibration data, or by magnitude + k-means if not
-    `data_aware`), the model run on `data` (with labels: accuracy) or on the calibration data."""
     from . import layer_sensitivity as sens_mod
     from .evaluate import load_data
 

@@ -90,3 +90,23 @@ def shared_weight(k=64, n=32, seed=0) -> onnx.ModelProto:
 def save(model, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+# Every layer variant the converter handles, built fresh per call (the graph and native tests share it).
+LAYER_VARIANTS = {
+    "gemm_transB1_bias": lambda: gemm(trans_b=1),
+    "gemm_transB0_bias": lambda: gemm(trans_b=0),
+    "gemm_alpha_beta": lambda: gemm(alpha=0.5, beta=2.0),
+    "gemm_transB0_alpha_beta": lambda: gemm(trans_b=0, alpha=-1.5, beta=0.25),
+    "gemm_no_bias": lambda: gemm(bias=None),
+    "gemm_row_bias": lambda: gemm(bias="row"),
+    "gemm_scalar_bias": lambda: gemm(bias="scalar"),
+    "matmul_2d": lambda: matmul(x_shape=("N",)),
+    "matmul_3d": lambda: matmul(x_shape=("B", "S")),
+    "matmul_add": lambda: matmul(bias=True),
+    "matmul_add_bias_first": lambda: matmul(bias=True, bias_first=True),
+    "matmul_constant_node": lambda: matmul(weight_as_constant_node=True),
+    "conv": lambda: conv(),
+    "mlp": lambda: mlp((64, 48, 32, 10)),
+    "lenet_300_100": lambda: mlp((784, 300, 100, 10)),
+}

@@ -42,21 +42,7 @@ def _assert_equivalent(tmp_path, compressed, dense, original):
         np.testing.assert_allclose(r, g, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(g).max())))
 
 
-VARIANTS = {
-    "gemm_transB1_bias": lambda: builders.gemm(trans_b=1),
-    "gemm_transB0_bias": lambda: builders.gemm(trans_b=0),
-    "gemm_alpha_beta": lambda: builders.gemm(alpha=0.5, beta=2.0),
-    "gemm_no_bias": lambda: builders.gemm(bias=None),
-    "gemm_row_bias": lambda: builders.gemm(bias="row"),
-    "gemm_scalar_bias": lambda: builders.gemm(bias="scalar"),
-    "matmul_2d": lambda: builders.matmul(x_shape=("N",)),
-    "matmul_3d": lambda: builders.matmul(x_shape=("B", "S")),
-    "matmul_add": lambda: builders.matmul(bias=True),
-    "matmul_add_bias_first": lambda: builders.matmul(bias=True, bias_first=True),
-    "matmul_constant_node": lambda: builders.matmul(weight_as_constant_node=True),
-    "conv": lambda: builders.conv(),
-    "mlp": lambda: builders.mlp((64, 48, 32, 10)),
-}
+VARIANTS = builders.LAYER_VARIANTS
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

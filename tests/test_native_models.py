@@ -17,23 +17,7 @@ from test_native_runtime import lib_path  # noqa: F401
 
 OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5), bits=PerKind(4, 6), index_bits=PerKind(3, 4), min_weights=16)
 
-VARIANTS = {
-    "gemm_transB1_bias": lambda: builders.gemm(trans_b=1),
-    "gemm_transB0_bias": lambda: builders.gemm(trans_b=0),
-    "gemm_alpha_beta": lambda: builders.gemm(alpha=0.5, beta=2.0),
-    "gemm_transB0_alpha_beta": lambda: builders.gemm(trans_b=0, alpha=-1.5, beta=0.25),
-    "gemm_no_bias": lambda: builders.gemm(bias=None),
-    "gemm_row_bias": lambda: builders.gemm(bias="row"),
-    "gemm_scalar_bias": lambda: builders.gemm(bias="scalar"),
-    "matmul_2d": lambda: builders.matmul(x_shape=("N",)),
-    "matmul_3d": lambda: builders.matmul(x_shape=("B", "S")),
-    "matmul_add": lambda: builders.matmul(bias=True),
-    "matmul_add_bias_first": lambda: builders.matmul(bias=True, bias_first=True),
-    "matmul_constant_node": lambda: builders.matmul(weight_as_constant_node=True),
-    "conv": lambda: builders.conv(),
-    "mlp": lambda: builders.mlp((64, 48, 32, 10)),
-    "lenet_300_100": lambda: builders.mlp((784, 300, 100, 10)),
-}
+VARIANTS = builders.LAYER_VARIANTS
 
 
 def _feeds(model, batch, seq=5, seed=1):
