@@ -240,8 +240,9 @@ KERNEL_CASES = [
     ((5, 70000), 0.003, 4, 16),  # K >= 65536: 32-bit columns
 ]
 BATCHES = [1, 2, 3, 7, 8, 9, 15, 16, 17, 24, 25, 33, 64, 65]
-# Execution-format options: default; few row parts (other part edges, fewer tasks than threads).
-FORMATS = ["", "parts=3", "parts=1"]
+# Execution-format options: default; few row parts (other part edges, fewer tasks than threads); the dense
+# form (layers of density >= 1/16; sparser ones stay sparse).
+FORMATS = ["", "parts=3", "parts=1", "form=dense", "form=dense,parts=2"]
 
 
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=[f"{c[0][0]}x{c[0][1]}-d{c[1]}" for c in KERNEL_CASES])
@@ -260,7 +261,10 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
         for kernel in _kernel_sets(native):
             gemm = native.gemm(blob, f"kernel={kernel},{options}".rstrip(","))
             info = gemm.info()
-            assert info["kernel"] == kernel and info["form"] == "sparse-blocks"
+            assert info["kernel"] == kernel
+            forced = "form=dense" in options
+            expect_dense = density >= 1 / 16 if forced else density >= 0.5
+            assert info["form"] == ("dense" if expect_dense else "sparse-blocks"), (options, info)
             for m, x in xs.items():
                 for b in (None, bias):
                     ref = gemm.run(x, b, mode="reference")
@@ -292,11 +296,28 @@ def test_non_finite_inputs_propagate_like_the_reference(native):
         assert np.isnan(gemm.run(x[3:4])).any()
 
 
+def test_the_form_follows_the_density(native):
+    """auto: dense from dense_density (default 0.5) on, sparse blocks below; forced dense only from 1/16."""
+    rng = np.random.default_rng(3)
+    for density, expected in [(0.3, "sparse-blocks"), (0.7, "dense"), (1.0, "dense"), (0.0, "sparse-blocks")]:
+        blob = random_payload(rng, (64, 200), density, 4, 4)
+        assert native.gemm(blob).info()["form"] == expected, density
+    blob = random_payload(rng, (64, 200), 0.3, 4, 4)
+    assert native.gemm(blob, "dense_density=0.25").info()["form"] == "dense"
+    assert native.gemm(blob, "form=dense").info()["form"] == "dense"
+    assert native.gemm(blob, "form=sparse,dense_density=0").info()["form"] == "sparse-blocks"
+    sparse = random_payload(rng, (64, 200), 0.02, 4, 4)
+    assert native.gemm(sparse, "form=dense").info()["form"] == "sparse-blocks"
+    dense_layer = native.gemm(blob, "form=dense")
+    assert dense_layer.info()["resident_bytes"] >= 64 * 200 * 4 and dense_layer.info()["blocks"] == 0
+
+
 def test_gemm_options_are_checked(native):
     from onnx_dc.runtime import NativeError
     blob = random_payload(np.random.default_rng(1), (10, 20), 0.5, 3, 3)
     for bad, message in [("kernel=sse9", "unknown kernel"), ("parts=0", "positive integer"), ("parts=-3", "positive"),
-                         ("colour=red", "unknown option"), ("kernel", "key=value")]:
+                         ("colour=red", "unknown option"), ("kernel", "key=value"), ("form=csr", "unknown form"),
+                         ("dense_density=x", "number")]:
         with pytest.raises(NativeError, match=message):
             native.gemm(blob, bad)
     if not native.cpu_features()["avx2_runs"]:
@@ -324,6 +345,17 @@ def test_onnxruntime_kernel_sets_and_threads_agree_with_the_reference(native, li
             for m, x in xs.items():
                 y = sess.run(None, {"X": x})[0]
                 assert np.array_equal(_bits(y), _bits(expected[m])), (kernel, threads, m)
+    if density >= 1 / 16:  # ONNX_DC_FORM=dense: the dense form's own order, through onnxruntime too
+        monkeypatch.setenv("ONNX_DC_FORM", "dense")
+        dense = native.gemm(blob, "form=dense")
+        assert dense.info()["form"] == "dense"
+        for kernel in _kernel_sets(native):
+            monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
+            sess = make_session(model, intra_op_threads=2)
+            for m, x in xs.items():
+                y = sess.run(None, {"X": x})[0]
+                assert np.array_equal(_bits(y), _bits(dense.run(x, bias, mode="reference"))), (kernel, m)
+                _check_close(y, x, python_dense(blob), bias)
 
 
 def test_onnxruntime_rejects_an_unknown_kernel_request(lib_path):

@@ -7,7 +7,8 @@
 // past the length check to the sections behind it. What is checked beyond "no crash, no sanitizer report,
 // no unbounded allocation":
 //   - DecodeDense agrees with DecodeSparse (the dense tensor is the CSR scattered), where both run;
-//   - every kernel set this CPU runs (scalar, AVX2) equals the scalar reference bit for bit, for batch
+//   - every kernel set this CPU runs (scalar, AVX2), in both execution forms (sparse blocks, dense),
+//     equals the scalar reference bit for bit, for batch
 //     sizes 1, 9 and 17 (the vector kernel, a 16-row tile + one row, and 16 + 1 rows of a 16-row tile),
 //     with the row partition's part count taken from the input (1, 2, 3, 7 or 64 parts).
 //
@@ -58,21 +59,24 @@ void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
           scattered[r * csr.cols + csr.column(e)] = csr.codebook[csr.cluster[e]];
       Check(SameBits(scattered, dense.values));
     }
-    // Every kernel set this CPU runs.
+    // Every kernel set this CPU runs, in both execution forms (sparse blocks; dense where the density allows).
     for (const char* kernel : {"scalar", "avx2"}) {
       if (std::string(kernel) == "avx2" && !(onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2())) continue;
-      onnx_dc::GemmOptions o;
-      o.kernel = kernel;
-      o.max_parts = max_parts;
-      const onnx_dc::BlockMatrix w = onnx_dc::BuildBlockMatrix(csr, o);
-      Check(w.rows == csr.rows && w.cols == csr.cols && w.nnz == csr.nnz);
-      if ((w.rows + w.cols) * 17 > (uint64_t{1} << 22)) return;
-      for (size_t m : {size_t{1}, size_t{9}, size_t{17}}) {
-        std::vector<float> x(m * w.cols), bias(w.rows, 1.0f), y(m * w.rows), y_ref(m * w.rows);
-        for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) - 3.0f;
-        onnx_dc::SpmmSerial(w, x.data(), m, bias.data(), y.data());
-        onnx_dc::SpmmReference(w, x.data(), m, bias.data(), y_ref.data());
-        Check(SameBits(y, y_ref));  // fast == reference
+      for (const char* form : {"sparse", "dense"}) {
+        onnx_dc::GemmOptions o;
+        o.kernel = kernel;
+        o.form = form;
+        o.max_parts = max_parts;
+        const onnx_dc::BlockMatrix w = onnx_dc::BuildBlockMatrix(csr, o);
+        Check(w.rows == csr.rows && w.cols == csr.cols && w.nnz == csr.nnz);
+        if ((w.rows + w.cols) * 17 > (uint64_t{1} << 22)) return;
+        for (size_t m : {size_t{1}, size_t{9}, size_t{17}}) {
+          std::vector<float> x(m * w.cols), bias(w.rows, 1.0f), y(m * w.rows), y_ref(m * w.rows);
+          for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) - 3.0f;
+          onnx_dc::SpmmSerial(w, x.data(), m, bias.data(), y.data());
+          onnx_dc::SpmmReference(w, x.data(), m, bias.data(), y_ref.data());
+          Check(SameBits(y, y_ref));  // fast == reference
+        }
       }
     }
   } catch (const onnx_dc::PayloadError&) {

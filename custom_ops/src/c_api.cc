@@ -68,7 +68,7 @@ uint64_t PositiveNumber(const std::string& key, const std::string& value) {
   return v;
 }
 
-// "kernel=avx2,parts=8"
+// "kernel=avx2,form=dense,dense_density=0.4,parts=8"
 onnx_dc::GemmOptions ParseOptions(const char* text) {
   onnx_dc::GemmOptions o;
   std::string s = text ? text : "";
@@ -84,10 +84,17 @@ onnx_dc::GemmOptions ParseOptions(const char* text) {
     const std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (key == "kernel")
       o.kernel = value;
-    else if (key == "parts")
+    else if (key == "form")
+      o.form = value;
+    else if (key == "dense_density") {
+      char* end = nullptr;
+      o.dense_density = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(o.dense_density >= 0.0))
+        throw std::invalid_argument("option dense_density needs a number >= 0, got '" + value + "'");
+    } else if (key == "parts")
       o.max_parts = static_cast<size_t>(PositiveNumber(key, value));
     else
-      throw std::invalid_argument("unknown option '" + key + "' (kernel, parts)");
+      throw std::invalid_argument("unknown option '" + key + "' (kernel, form, dense_density, parts)");
   }
   return o;
 }
@@ -185,7 +192,7 @@ int onnx_dc_gemm_info(const OnnxDcGemm* gemm, OnnxDcGemmInfo* info, char* err, s
         OnnxDcGemmInfo r{};
         r.stats = Stats(gemm->w);
         std::snprintf(r.kernel, sizeof r.kernel, "%s", gemm->w.kernel_name());
-        std::snprintf(r.form, sizeof r.form, "%s", "sparse-blocks");
+        std::snprintf(r.form, sizeof r.form, "%s", onnx_dc::FormName(gemm->w.form));
         *info = r;
       },
       err, err_size);

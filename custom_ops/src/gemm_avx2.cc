@@ -10,6 +10,7 @@
 //           1..3 leftover blocks are added to lanes 0..2 with a blend, the other lanes unchanged.
 //   tile8/16  gemm_kernels.h's tiles, whose 8-float GCC vectors are single AVX instructions here.
 //   pack    8x8 transposes into the packed layout.
+//   dense   gemm_kernels.h's dense-form kernels (batch 1: 8 outputs per vector; tiles: batch rows per vector).
 #include "onnx_dc/gemm.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__BMI__)
@@ -123,7 +124,16 @@ void Pack(const float* x, size_t rows, size_t k, size_t width, float* xt) {
   }
 }
 
-const KernelSet kAvx2 = {"avx2", Vector, TileN<1>, TileN<2>, Pack};
+void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                uint64_t r1) {
+  DenseTileRows<1, 8>(w, xt, valid, bias, y, r0, r1);
+}
+void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                 uint64_t r1) {
+  DenseTileRows<2, 4>(w, xt, valid, bias, y, r0, r1);
+}
+
+const KernelSet kAvx2 = {"avx2", Vector, TileN<1>, TileN<2>, Pack, DenseVectorRows, DenseTile8, DenseTile16};
 
 }  // namespace
 }  // namespace avx2

@@ -32,15 +32,32 @@ void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, u
   else
     VectorRowsT<uint16_t>(w, x, bias, y, r0, r1);
 }
-template <int V>
-void TileN(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void Tile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
   if (w.wide())
-    TileRowsT<uint32_t, V>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint32_t, 1>(w, xt, valid, bias, y, r0, r1);
   else
-    TileRowsT<uint16_t, V>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint16_t, 1>(w, xt, valid, bias, y, r0, r1);
+}
+// 16-row tiles as two passes of 8 lanes: with 16 SSE registers, 4 chains of 16 lanes would not fit.
+void Tile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+  for (size_t lane = 0; lane < 16; lane += 8) {
+    if (w.wide())
+      TileRowsT<uint32_t, 1, 16>(w, xt, valid, bias, y, r0, r1, lane);
+    else
+      TileRowsT<uint16_t, 1, 16>(w, xt, valid, bias, y, r0, r1, lane);
+  }
 }
 
-const KernelSet kScalar = {"scalar", Vector, TileN<1>, TileN<2>, PackGeneric};
+void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                uint64_t r1) {
+  DenseTileRows<1, 4>(w, xt, valid, bias, y, r0, r1);
+}
+void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                 uint64_t r1) {
+  for (size_t lane = 0; lane < 16; lane += 8) DenseTileRows<1, 4, 16>(w, xt, valid, bias, y, r0, r1, lane);
+}
+
+const KernelSet kScalar = {"scalar", Vector, Tile8, Tile16, PackGeneric, DenseVectorRows, DenseTile8, DenseTile16};
 
 }  // namespace
 }  // namespace portable
@@ -63,6 +80,8 @@ bool CpuHasAvx2() { return false; }
 #endif
 
 const char* KernelName(const KernelSet* k) { return k ? k->name : "none"; }
+
+const char* FormName(Form f) { return f == Form::kDense ? "dense" : "sparse-blocks"; }
 
 const KernelSet* ResolveKernel(const std::string& request) {
   std::string want = request;
@@ -100,7 +119,7 @@ void AlignedFloats::Resize(size_t n) {
 // ---- building the execution format ----------------------------------------------------------------------
 
 size_t BlockMatrix::ResidentBytes() const {
-  return sizeof(*this) + row_block.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
+  return sizeof(*this) + dense.size() * sizeof(float) + row_block.size() * sizeof(uint64_t) + col16.size() * sizeof(uint16_t) +
          col32.size() * sizeof(uint32_t) + weight.size() * sizeof(float) + parts.size() * sizeof(uint64_t);
 }
 
@@ -151,6 +170,34 @@ void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatr
   }
 }
 
+void FillDense(const SparseMatrix& csr, BlockMatrix& w) {
+  const uint64_t panels = (w.rows + kPanel - 1) / kPanel;
+  w.dense.assign(panels * w.cols * kPanel, 0.0f);
+  for (uint64_t r = 0; r < w.rows; ++r) {
+    float* panel = w.dense.data() + (r / kPanel) * w.cols * kPanel + r % kPanel;
+    for (uint64_t e = csr.row_ptr[r]; e < csr.row_ptr[r + 1]; ++e) panel[csr.column(e) * kPanel] = csr.codebook[csr.cluster[e]];
+  }
+}
+
+Form ChooseForm(const SparseMatrix& csr, const GemmOptions& options) {
+  std::string want = options.form;
+  if (want.empty() || want == "auto") {
+    const char* env = std::getenv("ONNX_DC_FORM");
+    want = env && *env ? env : "auto";
+  }
+  if (want == "sparse") return Form::kSparseBlocks;
+  if (want != "dense" && want != "auto")
+    throw std::invalid_argument("unknown form '" + want + "' (ONNX_DC_FORM / form= takes auto, sparse or dense)");
+  if (csr.rows == 0 || csr.nnz == 0) return Form::kSparseBlocks;  // nothing to multiply either way
+  // The dense matrix is rows * cols floats: at density >= 1/16 that is at most 64 bytes per entry, so the
+  // allocation stays bounded by the payload (nnz <= 8 * weight stream bytes). Sparser layers stay sparse
+  // even when the dense form is asked for.
+  const double elements = static_cast<double>(csr.rows) * static_cast<double>(csr.cols);
+  if (static_cast<double>(csr.nnz) * 16.0 < elements) return Form::kSparseBlocks;
+  if (want == "dense") return Form::kDense;
+  return static_cast<double>(csr.nnz) >= options.dense_density * elements ? Form::kDense : Form::kSparseBlocks;
+}
+
 template <typename Col>
 void FillBlocks(const SparseMatrix& csr, BlockMatrix& w, std::vector<Col>& col) {
   unsigned ncl = 0;
@@ -173,7 +220,10 @@ BlockMatrix BuildBlockMatrix(const SparseMatrix& csr, const GemmOptions& options
   w.cols = csr.cols;
   w.nnz = csr.nnz;
   w.weight.assign(kBlock, 0.0f);
-  if (w.rows > 0 && w.nnz > 0) {
+  w.form = ChooseForm(csr, options);
+  if (w.form == Form::kDense) {
+    FillDense(csr, w);
+  } else if (w.rows > 0 && w.nnz > 0) {
     if (w.wide())
       FillBlocks(csr, w, w.col32);
     else
@@ -193,6 +243,20 @@ void PartitionRows(BlockMatrix& w, size_t max_parts) {
   constexpr uint64_t kMinPartCost = 4096;  // slots (+ rows) per part, so a part is worth a task
   w.parts.assign(1, 0);
   if (w.rows == 0) return;  // no parts, no tasks
+  if (w.form == Form::kDense) {
+    // Equal cost per row: whole panels, evenly; parts of at most ~256 KB of W (so that a part's slice stays
+    // in L2 while every batch unit runs over it), at least as many as max_parts allows.
+    const uint64_t panels = (w.rows + kPanel - 1) / kPanel;
+    const uint64_t cost = w.rows * (w.cols + 1);
+    const uint64_t panel_bytes = std::max<uint64_t>(1, w.cols * kPanel * sizeof(float));
+    const uint64_t l2_parts = (panels * panel_bytes + (uint64_t{256} << 10) - 1) / (uint64_t{256} << 10);
+    const uint64_t n_parts = std::max<uint64_t>(
+        1, std::min<uint64_t>({std::max<uint64_t>(std::max<size_t>(max_parts, 1), l2_parts), panels,
+                               cost / kMinPartCost}));
+    for (uint64_t p = 1; p < n_parts; ++p) w.parts.push_back(panels * p / n_parts * kPanel);
+    w.parts.push_back(w.rows);
+    return;
+  }
   const uint64_t total = w.slots() + w.rows;
   const uint64_t n_parts =
       std::max<uint64_t>(1, std::min<uint64_t>({std::max<size_t>(max_parts, 1), w.rows, total / kMinPartCost}));
@@ -215,7 +279,30 @@ void PartitionRows(BlockMatrix& w, size_t max_parts) {
 
 // ---- the reference -----------------------------------------------------------------------------------------
 
+namespace {
+
+void DenseReference(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {
+  const uint64_t n_out = w.rows, k_all = w.cols;
+  for (size_t b = 0; b < m; ++b) {
+    const float* xr = x + b * k_all;
+    for (uint64_t n = 0; n < n_out; ++n) {
+      const float* wn = w.dense.data() + (n / kPanel) * k_all * kPanel + n % kPanel;  // W[n, k] = wn[k * 8]
+      float v = 0.0f;
+      for (uint64_t k0 = 0; k0 < k_all; k0 += kDenseBlock) {
+        float p = 0.0f;
+        for (uint64_t k = k0; k < std::min(k_all, k0 + kDenseBlock); ++k) p = p + wn[k * kPanel] * xr[k];
+        v = v + p;
+      }
+      if (bias) v = v + bias[n];
+      y[b * n_out + n] = v;
+    }
+  }
+}
+
+}  // namespace
+
 void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {
+  if (w.form == Form::kDense) return DenseReference(w, x, m, bias, y);
   const uint64_t n_out = w.rows, k = w.cols;
   for (size_t b = 0; b < m; ++b) {
     const float* xr = x + b * k;
@@ -273,17 +360,23 @@ void PackUnit(const BlockMatrix& w, const SpmmPlan& plan, const float* x, size_t
 
 void SpmmTask(const BlockMatrix& w, const SpmmPlan& plan, const float* scratch, const float* bias, float* y,
               size_t task) {
-  const size_t unit = task / plan.parts, part = task % plan.parts;  // a unit's tasks in a row: its X stays in cache
+  // Sparse blocks: a unit's tasks in a row (its packed X stays in cache while W streams). Dense: a part's
+  // tasks in a row (its slice of W, the bigger operand, stays in cache across the units).
+  const bool by_unit = w.form != Form::kDense;
+  const size_t unit = by_unit ? task / plan.parts : task % plan.units;
+  const size_t part = by_unit ? task % plan.parts : task / plan.units;
   const uint64_t r0 = w.parts[part], r1 = w.parts[part + 1];
   const size_t width = plan.unit_width(unit);
   float* yu = y + plan.unit_first_row(unit) * w.rows;
   const float* src = scratch + plan.unit_offset(unit);
+  const KernelSet& k = *w.kernels;
+  const bool dense = w.form == Form::kDense;
   if (width == 1)
-    w.kernels->vector(w, src, bias, yu, r0, r1);
+    (dense ? k.dense_vector : k.vector)(w, src, bias, yu, r0, r1);
   else if (width == 8)
-    w.kernels->tile8(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
+    (dense ? k.dense_tile8 : k.tile8)(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
   else
-    w.kernels->tile16(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
+    (dense ? k.dense_tile16 : k.tile16)(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
 }
 
 void SpmmSerial(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {

@@ -109,9 +109,9 @@ void VectorRowsT(const BlockMatrix& w, const float* __restrict x, const float* _
 
 // ---- tiles of 8 * V batch rows --------------------------------------------------------------------------
 
-template <typename Col, int V>
+// V 8-float vectors per block step, at lane offset `lane` of packed columns W floats wide.
+template <typename Col, int V, size_t W>
 struct Tile {
-  static constexpr size_t W = 8 * V;  // floats per packed column
   const Col* __restrict col;
   const float* __restrict wt;
   const float* __restrict xt;
@@ -133,15 +133,20 @@ struct Tile {
   }
 };
 
-template <typename Col, int V>
+// Rows [r0, r1) for batch lanes [lane, lane + 8V) of a packed unit W floats wide (valid: real lanes of the
+// unit; lanes at or beyond it are not stored).
+template <typename Col, int V, size_t W = 8 * V>
 void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
-               float* __restrict y, uint64_t r0, uint64_t r1) {
+               float* __restrict y, uint64_t r0, uint64_t r1, size_t lane = 0) {
   const uint64_t ld = w.rows;
+  if (lane >= valid) return;
+  const size_t lanes = valid - lane < 8 * V ? valid - lane : 8 * V;
+  y += lane * ld;
   if (w.nnz == 0) {
-    for (size_t b = 0; b < valid; ++b) FillBias(bias, y + b * ld, r0, r1);
+    for (size_t b = 0; b < lanes; ++b) FillBias(bias, y + b * ld, r0, r1);
     return;
   }
-  const Tile<Col, V> tile{Columns<Col>(w), w.weight.data(), xt};
+  const Tile<Col, V, W> tile{Columns<Col>(w), w.weight.data(), xt + lane};
   const uint64_t* __restrict rb = w.row_block.data();
   for (uint64_t n = r0; n < r1; ++n) {
     V8 a[kChains][V] = {};
@@ -162,7 +167,92 @@ void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, c
       if (bias) r = r + bias[n];
       std::memcpy(out + 8 * v, &r, sizeof r);
     }
-    for (size_t b = 0; b < valid; ++b) y[b * ld + n] = out[b];
+    for (size_t b = 0; b < lanes; ++b) y[b * ld + n] = out[b];
+  }
+}
+
+// ---- the dense form ------------------------------------------------------------------------------------------
+// gemm.h: W[n, k] = dense[(n / 8) * K * 8 + k * 8 + n % 8]; per output, partial sums over kDenseBlock columns
+// added in column order, then the blocks' sums in order.
+
+// One batch row, lanes = the 8 outputs of a panel; P panels at once (independent chains).
+template <int P>
+inline void DensePanels(const BlockMatrix& w, const float* __restrict x, uint64_t panel, V8* out) {
+  const uint64_t k_all = w.cols;
+  const float* __restrict base = w.dense.data() + panel * k_all * kPanel;
+  V8 y[P] = {};
+  for (uint64_t k0 = 0; k0 < k_all; k0 += kDenseBlock) {
+    const uint64_t k1 = k0 + kDenseBlock < k_all ? k0 + kDenseBlock : k_all;
+    V8 p[P] = {};
+    for (uint64_t k = k0; k < k1; ++k) {
+      const float xk = x[k];
+      for (int q = 0; q < P; ++q) p[q] = p[q] + LoadV8(base + (q * k_all + k) * kPanel) * xk;
+    }
+    for (int q = 0; q < P; ++q) y[q] = y[q] + p[q];
+  }
+  for (int q = 0; q < P; ++q) out[q] = y[q];
+}
+
+inline void DenseVectorRows(const BlockMatrix& w, const float* __restrict x, const float* __restrict bias,
+                            float* __restrict y, uint64_t r0, uint64_t r1) {
+  const uint64_t p1 = (r1 + kPanel - 1) / kPanel;
+  uint64_t p = r0 / kPanel;
+  auto store = [&](uint64_t panel, const V8& v) {
+    float out[kPanel];
+    std::memcpy(out, &v, sizeof out);
+    for (uint64_t j = 0; j < kPanel && panel * kPanel + j < r1; ++j) {
+      const uint64_t n = panel * kPanel + j;
+      y[n] = bias ? out[j] + bias[n] : out[j];
+    }
+  };
+  for (; p + 4 <= p1; p += 4) {
+    V8 v[4];
+    DensePanels<4>(w, x, p, v);
+    for (int q = 0; q < 4; ++q) store(p + q, v[q]);
+  }
+  for (; p < p1; ++p) {
+    V8 v[1];
+    DensePanels<1>(w, x, p, v);
+    store(p, v[0]);
+  }
+}
+
+// Batch lanes [lane, lane + 8V) of a packed unit W floats wide; R outputs at once (R divides kPanel).
+template <int V, int R, size_t W = 8 * V>
+void DenseTileRows(const BlockMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
+                   float* __restrict y, uint64_t r0, uint64_t r1, size_t lane = 0) {
+  const uint64_t ld = w.rows, k_all = w.cols;
+  if (lane >= valid) return;
+  const size_t lanes = valid - lane < 8 * V ? valid - lane : 8 * V;
+  y += lane * ld;
+  xt += lane;
+  // R x V accumulators in registers over a block of columns (each packed column loaded once for R
+  // outputs); the running sums y live in memory, touched once per block.
+  for (uint64_t n0 = r0; n0 < r1; n0 += R) {
+    const float* __restrict wp = w.dense.data() + (n0 / kPanel) * k_all * kPanel + n0 % kPanel;
+    alignas(32) float acc[R][8 * V] = {};
+    for (uint64_t k0 = 0; k0 < k_all; k0 += kDenseBlock) {
+      const uint64_t k1 = k0 + kDenseBlock < k_all ? k0 + kDenseBlock : k_all;
+      V8 p[R][V] = {};
+      for (uint64_t k = k0; k < k1; ++k) {
+        V8 xv[V];
+        for (int v = 0; v < V; ++v) xv[v] = LoadV8(xt + k * W + 8 * v);
+        for (int r = 0; r < R; ++r) {
+          const float wb = wp[k * kPanel + r];
+          for (int v = 0; v < V; ++v) p[r][v] = p[r][v] + wb * xv[v];
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        for (int v = 0; v < V; ++v) {
+          const V8 sum = LoadV8(acc[r] + 8 * v) + p[r][v];
+          std::memcpy(acc[r] + 8 * v, &sum, sizeof sum);
+        }
+      }
+    }
+    for (int r = 0; r < R && n0 + r < r1; ++r) {
+      const uint64_t n = n0 + r;
+      for (size_t b = 0; b < lanes; ++b) y[b * ld + n] = bias ? acc[r][b] + bias[n] : acc[r][b];
+    }
   }
 }
 

@@ -344,10 +344,11 @@ struct SparseGemmOp : Ort::CustomOpBase<SparseGemmOp, SparseGemmKernel, true> {
       if (const char* debug = std::getenv("ONNX_DC_DEBUG"); debug && *debug && std::strcmp(debug, "0") != 0) {
         const BlockMatrix& w = k->w;
         std::fprintf(stderr,
-                     "onnx_dc: %s: %llu x %llu, %llu nonzeros, form sparse-blocks, kernel %s, %llu blocks (%.3f slots "
+                     "onnx_dc: %s: %llu x %llu, %llu nonzeros, form %s, kernel %s, %llu blocks (%.3f slots "
                      "per nonzero), %.2f bytes per nonzero, %zu parts\n",
                      who.c_str(), static_cast<unsigned long long>(w.rows), static_cast<unsigned long long>(w.cols),
-                     static_cast<unsigned long long>(w.nnz), w.kernel_name(), static_cast<unsigned long long>(w.blocks),
+                     static_cast<unsigned long long>(w.nnz), FormName(w.form), w.kernel_name(),
+                     static_cast<unsigned long long>(w.blocks),
                      w.nnz ? static_cast<double>(w.slots()) / static_cast<double>(w.nnz) : 0.0,
                      w.nnz ? static_cast<double>(w.ResidentBytes()) / static_cast<double>(w.nnz) : 0.0,
                      w.parts.empty() ? size_t{0} : w.parts.size() - 1);

@@ -74,6 +74,19 @@ bool BlocksMatch(const onnx_dc::SparseMatrix& w, const onnx_dc::BlockMatrix& b, 
   for (size_t p = 1; p < b.parts.size(); ++p)
     if (b.parts[p] <= b.parts[p - 1]) return *why = "partition not increasing", false;
   if (b.weight.size() != b.blocks + onnx_dc::kBlock) return *why = "weight size", false;
+  if (b.form == onnx_dc::Form::kDense) {
+    const uint64_t panels = (b.rows + onnx_dc::kPanel - 1) / onnx_dc::kPanel;
+    if (b.dense.size() != panels * b.cols * onnx_dc::kPanel || b.blocks != 0) return *why = "dense size", false;
+    for (size_t p = 1; p < b.parts.size(); ++p)
+      if (b.parts[p] % onnx_dc::kPanel && b.parts[p] != b.rows) return *why = "dense part not on a panel edge", false;
+    for (uint64_t r = 0; r < panels * onnx_dc::kPanel; ++r)
+      for (uint64_t c = 0; c < b.cols; ++c) {
+        const float v = b.dense[(r / onnx_dc::kPanel) * b.cols * onnx_dc::kPanel + c * onnx_dc::kPanel + r % onnx_dc::kPanel];
+        const float want = r < b.rows ? dense[r * b.cols + c] : 0.0f;
+        if (std::memcmp(&v, &want, sizeof v) != 0) return *why = "dense form differs from the dense decode", false;
+      }
+    return true;
+  }
   if (w.nnz == 0 || w.rows == 0) return b.blocks == 0 ? true : (*why = "blocks without entries", false);
   if (b.row_block.size() != b.rows + 1 || b.row_block.front() != 0 || b.row_block.back() != b.blocks)
     return *why = "row_block", false;
@@ -134,12 +147,15 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
   if (onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2()) kernels.push_back("avx2");
   std::vector<onnx_dc::BlockMatrix> forms;
   for (const std::string& k : kernels) {
-    for (size_t parts : {size_t{64}, size_t{7}}) {
-      onnx_dc::GemmOptions o;
-      o.kernel = k;
-      o.max_parts = parts;
-      forms.push_back(onnx_dc::BuildBlockMatrix(w, o));
-      if (!exhaustive) break;
+    for (const char* form : {"sparse", "dense"}) {
+      for (size_t parts : {size_t{64}, size_t{7}}) {
+        onnx_dc::GemmOptions o;
+        o.kernel = k;
+        o.form = form;
+        o.max_parts = parts;
+        forms.push_back(onnx_dc::BuildBlockMatrix(w, o));
+        if (!exhaustive) break;
+      }
     }
     if (!exhaustive) break;
   }

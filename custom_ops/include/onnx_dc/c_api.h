@@ -51,13 +51,16 @@ ONNX_DC_EXPORT uint32_t onnx_dc_cpu_features(void);
 /* A decoded layer, as DCSparseGemm holds it, for repeated runs (benchmarks, tests).
  * options: NULL or "" for the defaults, else comma-separated key=value pairs:
  *   kernel=auto|scalar|avx2   the kernel set (auto: ONNX_DC_KERNEL if set, else the best this CPU runs)
+ *   form=auto|sparse|dense    the execution format (auto: ONNX_DC_FORM if set, else dense when the layer's
+ *                             density is at least dense_density; layers sparser than 1/16 stay sparse)
+ *   dense_density=D           the density from which auto picks the dense form (default 0.5)
  *   parts=N                   at most N row parts (default 64)
- * onnxruntime's DCSparseGemm uses the defaults, so ONNX_DC_KERNEL steers it too. */
+ * onnxruntime's DCSparseGemm uses the defaults, so ONNX_DC_KERNEL and ONNX_DC_FORM steer it too. */
 typedef struct OnnxDcGemm OnnxDcGemm;
 typedef struct OnnxDcGemmInfo {
   OnnxDcSparseStats stats;
   char kernel[16]; /* "scalar" or "avx2" */
-  char form[16];   /* "sparse-blocks" */
+  char form[16];   /* "sparse-blocks" or "dense" */
 } OnnxDcGemmInfo;
 ONNX_DC_EXPORT int onnx_dc_gemm_create(const uint8_t* blob, size_t size, const char* options, OnnxDcGemm** out,
                                        char* err, size_t err_size);

@@ -31,6 +31,19 @@
 // The order does not depend on the batch size or on which rows a task computes, so a row of Y is the same
 // whatever else is in the batch and whatever the thread count.
 //
+// ---- The dense form, for layers where the sparse one cannot win -----------------------------------------
+// A layer whose density (nnz / (N * K)) is at least GemmOptions::dense_density (default kDenseDensity) runs
+// as a dense fp32 matrix instead (at ~50% density and above, 4 slots of blocks per 4 entries cost more
+// than K dense products per output once batch rows share the loads):
+//   dense   f32 [ceil(N / 8)][K][8]   panels of 8 rows, column by column (rows past N are zero)
+// Its summation order, for Y[b, n]:
+//   y = +0.0f
+//   for each range of kDenseBlock (256) columns [k0, k1):
+//     p = +0.0f;  for k in k0 .. k1-1:  p = p + W[n, k] * x[k]
+//     y = y + p
+//   y = y + bias[n] if there is a bias
+// (the same rules: float32, no FMA, one order for every kernel of the form).
+//
 // ---- Kernels and dispatch ----------------------------------------------------------------------------------
 // A KernelSet is chosen once, when the BlockMatrix is built: "avx2" (AVX2 + BMI1, its own translation unit
 // compiled with -mavx2 -mbmi, used when the CPU has both, x86-64 only) or "scalar" (portable C++ with GCC
@@ -73,19 +86,29 @@ struct SparseMatrix {
 inline constexpr size_t kBlock = 4;     // entries per block
 inline constexpr size_t kChains = 4;    // partial sums per output
 inline constexpr size_t kMaxParts = 64; // row parts of the thread partition
+inline constexpr size_t kPanel = 8;            // rows per panel of the dense form
+inline constexpr size_t kDenseBlock = 256;     // columns per partial sum of the dense form
+inline constexpr double kDenseDensity = 0.5;   // default density from which a layer runs dense
+
+enum class Form { kSparseBlocks, kDense };
+const char* FormName(Form f);
 
 struct KernelSet;
 
 struct GemmOptions {
   std::string kernel = "auto";  // auto | scalar | avx2; "auto" reads ONNX_DC_KERNEL (empty: best available)
+  std::string form = "auto";    // auto | sparse | dense; "auto" reads ONNX_DC_FORM, else chooses by density
+  double dense_density = kDenseDensity;
   size_t max_parts = kMaxParts;
 };
 
 struct BlockMatrix {
+  Form form = Form::kSparseBlocks;
   uint64_t rows = 0;   // N
   uint64_t cols = 0;   // K
   uint64_t nnz = 0;    // real entries
   uint64_t blocks = 0;
+  std::vector<float> dense;  // the dense form: ceil(N / 8) panels of K x 8 floats (empty for sparse blocks)
   std::vector<uint64_t> row_block;  // rows + 1, or empty when nnz == 0 (every row empty)
   std::vector<uint16_t> col16;   // 4 * blocks, when cols < 65536
   std::vector<uint32_t> col32;   // 4 * blocks, otherwise
@@ -115,7 +138,8 @@ bool CpuHasAvx2();
 const KernelSet* ResolveKernel(const std::string& request);
 const char* KernelName(const KernelSet* k);
 
-// Cut rows into at most max_parts ranges of about equal cost (slots + 1 per row); sets w.parts.
+// Cut rows into at most max_parts ranges of about equal cost (slots + 1 per row; for the dense form whole
+// panels of equal size); sets w.parts.
 void PartitionRows(BlockMatrix& w, size_t max_parts);
 
 // The scalar reference: Y[m, N] = X[m, K] · Wᵀ (+ bias[N] if not null), in the order above, written as
@@ -124,8 +148,9 @@ void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* 
 
 // ---- The fast path, as independent tasks --------------------------------------------------------------
 // Batch rows go in units: 16-row tiles while at least 9 rows are left, then one 8-row tile for 2..8 rows
-// or one single row. Unit u's X rows are packed into scratch (PackUnit) before its tasks run; task
-// t = unit * parts + part computes Y rows of the unit for the outputs of the part, and writes nothing else.
+// or one single row. Unit u's X rows are packed into scratch (PackUnit) before its tasks run; a task
+// computes Y rows of one unit for the outputs of one part, and writes nothing else: task t is
+// (unit t / parts, part t % parts) for sparse blocks, (part t / units, unit t % units) for the dense form.
 struct SpmmPlan {
   size_t m = 0;        // batch rows
   size_t k = 0;        // columns of X
@@ -180,6 +205,12 @@ struct KernelSet {
                  uint64_t r1);
   // Pack `rows` (<= width) rows of X (row stride k) into xt ((k + 1) x width, zero-filled).
   void (*pack)(const float* x, size_t rows, size_t k, size_t width, float* xt);
+  // The dense form: the same contracts (r0 and r1 are multiples of kPanel, or r1 = N).
+  void (*dense_vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, uint64_t r0, uint64_t r1);
+  void (*dense_tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                      uint64_t r1);
+  void (*dense_tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+                       uint64_t r1);
 };
 
 }  // namespace onnx_dc
