@@ -117,7 +117,7 @@ def write_payload(
     rows = dims[0]
     cols = int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
     mask = np.asarray(mask, dtype=bool).reshape(rows, cols)
-    labels = np.asarray(labels, dtype=np.int64).ravel()
+    labels = np.asarray(labels).ravel()
     codebook = np.asarray(codebook, dtype=np.float32).ravel()
     if not 1 <= weight_bits <= 8:
         raise ValueError(f"weight bits must be 1..8, got {weight_bits}")
@@ -129,7 +129,7 @@ def write_payload(
     nnz = int(rel.row_nnz.sum())
     if labels.size != nnz:
         raise ValueError(f"{labels.size} labels for {nnz} kept entries")
-    if nnz and (labels.min() < 0 or labels.max() >= codebook.size):
+    if nnz and (labels.dtype.kind not in "iu" or labels.min() < 0 or labels.max() >= codebook.size):
         raise ValueError("a label is outside the codebook")
 
     index_alphabet, weight_alphabet = 1 << index_bits, 1 << weight_bits
@@ -145,9 +145,7 @@ def write_payload(
 
     # Chunks: consecutive rows, cut once a chunk holds about `chunk_symbols` index symbols.
     entry_start = np.concatenate([[0], np.cumsum(rel.row_nnz)])  # first entry of each row (and the end)
-    # First index symbol of each row: after the previous row's last real symbol.
-    sym_after_entry = np.concatenate([[0], rel.entry_symbol_pos + 1])
-    row_first_symbol = sym_after_entry[entry_start[:-1]] if rows else np.zeros(0, np.int64)
+    row_first_symbol = np.concatenate([[0], np.cumsum(rel.row_symbols)])[:-1]  # first index symbol of each row
     chunk_rows = []
     if rows:
         chunk_rows.append(0)

@@ -9,8 +9,8 @@ import numpy as np
 @dataclass(frozen=True)
 class RelativeIndex:
     row_nnz: np.ndarray  # int64 [rows]: real entries per row
-    symbols: np.ndarray  # int64 [nnz + fillers]: relative-index symbols, fillers included, rows in order
-    entry_symbol_pos: np.ndarray  # int64 [nnz]: position in `symbols` of each real entry's symbol
+    row_symbols: np.ndarray  # int64 [rows]: symbols per row, fillers included
+    symbols: np.ndarray  # uint16 [nnz + fillers]: relative-index symbols, fillers included, rows in order
 
     @property
     def fillers(self) -> int:
@@ -21,26 +21,36 @@ def filler_symbol(index_bits: int) -> int:
     return (1 << index_bits) - 1
 
 
+_ROWS_PER_BLOCK_ELEMENTS = 1 << 22  # rows are encoded in blocks of about this many matrix elements
+
+
 def encode_relative(mask: np.ndarray, index_bits: int) -> RelativeIndex:
-    """Relative-index symbols of a 2-D boolean mask, row by row (row-major entry order)."""
+    """Relative-index symbols of a 2-D boolean mask, row by row (row-major entry order). Works through
+    blocks of rows so that the temporaries stay small for large layers."""
     if not 1 <= index_bits <= 16:
         raise ValueError(f"index bits must be in 1..16, got {index_bits}")
     rows, cols = mask.shape
-    r, c = np.nonzero(mask)  # row-major order
-    row_nnz = np.bincount(r, minlength=rows).astype(np.int64)
-    prev = np.zeros(c.size, dtype=np.int64)
-    if c.size > 1:
-        same_row = r[1:] == r[:-1]
-        prev[1:] = np.where(same_row, c[:-1] + 1, 0)
-    gap = c.astype(np.int64) - prev
     f = filler_symbol(index_bits)
-    n_fill = gap // f
-    block = n_fill + 1  # each entry: its fillers, then its own symbol
-    ends = np.cumsum(block)
-    symbols = np.full(int(ends[-1]) if ends.size else 0, f, dtype=np.int64)
-    pos = ends - 1
-    symbols[pos] = gap % f
-    return RelativeIndex(row_nnz, symbols, pos)
+    row_nnz = np.zeros(rows, dtype=np.int64)
+    row_symbols = np.zeros(rows, dtype=np.int64)
+    parts = []
+    step = max(1, _ROWS_PER_BLOCK_ELEMENTS // max(cols, 1))
+    for r0 in range(0, rows, step):
+        r, c = np.nonzero(mask[r0 : r0 + step])  # row-major order within the block
+        prev = np.zeros(c.size, dtype=np.int64)
+        if c.size > 1:
+            prev[1:] = np.where(r[1:] == r[:-1], c[:-1] + 1, 0)
+        gap = c - prev
+        n_fill = gap // f
+        ends = np.cumsum(n_fill + 1)  # each entry: its fillers, then its own symbol
+        symbols = np.full(int(ends[-1]) if ends.size else 0, f, dtype=np.uint16)
+        symbols[ends - 1] = gap % f
+        parts.append(symbols)
+        block_rows = min(step, rows - r0)
+        row_nnz[r0 : r0 + block_rows] = np.bincount(r, minlength=block_rows)
+        row_symbols[r0 : r0 + block_rows] = np.bincount(r, weights=n_fill + 1, minlength=block_rows).astype(np.int64)
+    symbols = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+    return RelativeIndex(row_nnz, row_symbols, symbols)
 
 
 def decode_relative(symbols: np.ndarray, row_nnz: np.ndarray, index_bits: int, cols: int) -> np.ndarray:
