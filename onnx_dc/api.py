@@ -15,7 +15,8 @@ from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.decompress import decompress_model
 from .graph.match import Layer, Skipped, find_layers
 from .graph.model_io import (
-    ModelError, check_output_path, load_model, materialize_external, model_bytes_on_disk, save_model_atomic,
+    PROTOBUF_LIMIT, ModelError, check_output_path, load_model, materialize_external, model_bytes_on_disk, proto_size,
+    save_model_atomic,
 )
 from .graph.rewrite import META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, META_VERSION, rewrite, set_metadata
 from .report import build_report
@@ -232,7 +233,7 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
 
 
 def _check(model: onnx.ModelProto) -> None:
-    if model.ByteSize() < 2**31 - 1:
+    if proto_size(model) < PROTOBUF_LIMIT:  # a larger one is checked by onnx only from a file
         onnx.checker.check_model(model)
 
 

@@ -108,10 +108,28 @@ def check_output_path(input_path, output_path) -> Path:
     return output
 
 
+def _default_permissions(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def proto_size(model: onnx.ModelProto) -> int:
+    """The model's serialised size; past protobuf's 2 GiB limit, a number above the limit (protobuf
+    cannot even count such a message)."""
+    from google.protobuf.message import EncodeError
+
+    try:
+        return model.ByteSize()
+    except EncodeError:
+        return PROTOBUF_LIMIT + 1
+
+
 def save_model_atomic(model: onnx.ModelProto, output_path) -> None:
-    """Write to a temporary folder beside the output, then rename into place: a failure leaves nothing."""
+    """Write to a temporary folder beside the output, then rename into place: a failure leaves nothing.
+    Models too large for one protobuf get their tensors in a side file `<output>.data`."""
     output = Path(output_path)
-    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    external = proto_size(model) > EXTERNAL_DATA_THRESHOLD
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent if str(output.parent) else "."))
     try:
         tmp_model = tmp / output.name
@@ -119,6 +137,7 @@ def save_model_atomic(model: onnx.ModelProto, output_path) -> None:
         if external:
             onnx.save_model(model, str(tmp_model), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
+            _default_permissions(tmp / data_name)  # onnx creates it private; the output is an ordinary file
             os.replace(tmp / data_name, output.parent / data_name)
         else:
             onnx.save_model(model, str(tmp_model))
