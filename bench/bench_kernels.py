@@ -251,10 +251,18 @@ def per_call_overhead(native, tmp, rounds, target_ms) -> None:
     """LeNet-300-100's first layer (300 x 784, 8% kept, 6-bit) at batch 1: DCSparseGemm next to dense, an
     all-pruned DCSparseGemm of the same shape (nothing to compute: the fixed cost of a call) and a Relu
     (onnxruntime's own floor for a one-node model)."""
+    from onnx_dc.codec import pack_tensor
     w, b = weights(300, 784)
     gemm = gemm_model(w, b)
     lenet = dc_model(gemm, 0.08, tmp, bits=6)
-    empty = dc_model(gemm_model(np.zeros_like(w), b), 0.08, tmp / "empty")
+    # The same model with an all-pruned payload: every output is just its bias.
+    model = onnx.load(str(lenet))
+    nothing = pack_tensor((300, 784), np.zeros((300, 784), bool), np.zeros(0, np.int64), np.zeros(1, np.float32), 6, 5)
+    for t in model.graph.initializer:
+        if t.data_type == TensorProto.UINT8:
+            t.CopyFrom(numpy_helper.from_array(np.frombuffer(nothing.payload, np.uint8), t.name))
+    empty = tmp / "empty.onnx"
+    onnx.save(model, str(empty))
     relu = _model([helper.make_node("Relu", ["X"], ["Y"])], [], 784, 784)
     sessions = {"dense": session(gemm, 1), "dc": session(lenet, 1, dc=True), "dc all-pruned": session(empty, 1, dc=True),
                 "Relu": session(relu, 1)}
@@ -304,7 +312,6 @@ def main() -> None:
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "empty").mkdir()
         for shape in args.shapes:
             n, k = (int(v) for v in shape.lower().split("x"))
             bench_shape(n, k, args, native, tmp, results)

@@ -56,15 +56,14 @@ void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float
       const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, t3));
       acc = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
     }
-    const uint64_t left = end - i;  // 0..3
-    if (left) {
-      const __m128 t0 = Sum4(x, col + kBlock * i);
-      const __m128 t1 = left > 1 ? Sum4(x, col + kBlock * (i + 1)) : _mm_setzero_ps();
-      const __m128 t2 = left > 2 ? Sum4(x, col + kBlock * (i + 2)) : _mm_setzero_ps();
-      const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, _mm_setzero_ps()));
-      const __m128 sum = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
-      acc = _mm_blendv_ps(acc, sum, keep[left]);
-    }
+    // The 0..3 leftover blocks, without a branch: the next 3 blocks are always readable (the next row's, or
+    // the slack after the last block); lanes past the row keep their value.
+    const uint64_t left = end - i;
+    const __m128 t0 = Sum4(x, col + kBlock * i), t1 = Sum4(x, col + kBlock * (i + 1));
+    const __m128 t2 = Sum4(x, col + kBlock * (i + 2));
+    const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, _mm_setzero_ps()));
+    const __m128 sum = _mm_add_ps(acc, _mm_mul_ps(_mm_loadu_ps(wt + i), t));
+    acc = _mm_blendv_ps(acc, sum, keep[left]);
     float a[4];
     _mm_storeu_ps(a, acc);
     float v = (a[0] + a[1]) + (a[2] + a[3]);

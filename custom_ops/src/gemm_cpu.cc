@@ -148,10 +148,11 @@ void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatr
     w.row_block[r + 1] = w.row_block[r] + blocks;
   }
   w.blocks = w.row_block.back();
-  col.resize(w.blocks * kBlock);
+  // 3 blocks of slack (zero-column padding) after the last, so a kernel may read a row's next 3 blocks
+  // unconditionally (gemm.h).
+  col.assign((w.blocks + 3) * kBlock, static_cast<Col>(w.cols));
   w.weight.assign(w.blocks + kBlock, 0.0f);
-  // Pass 2: the blocks.
-  const Col pad = static_cast<Col>(w.cols);
+  // Pass 2: the blocks (the padding slots are column K already).
   Col* out = col.data();
   float* weight = w.weight.data();
   for (uint64_t r = 0; r < w.rows; ++r) {
@@ -162,7 +163,6 @@ void FillBlocks(const SparseMatrix& csr, const Src* src, unsigned ncl, BlockMatr
       const uint64_t nb = (count[c] + kBlock - 1) / kBlock;
       next[c] = block * kBlock;
       for (uint64_t b = block; b < block + nb; ++b) weight[b] = csr.codebook[c];
-      for (uint64_t q = block * kBlock + count[c]; q < (block + nb) * kBlock; ++q) out[q] = pad;
       block += nb;
       count[c] = 0;
     }

@@ -11,8 +11,9 @@
 // "zero column" (every kernel reads x[K] = 0). A block stores its 4 column indices and the codebook value
 // of its cluster:
 //   row_block  u64 [N + 1]      blocks of row n are [row_block[n], row_block[n + 1])
-//   col16      u16 [4 * blocks] column indices, K = padding, when K < 65536   (else col32, u32)
-//   weight     f32 [blocks + 4] the block's codebook value (4 zero floats of slack after the end)
+//   col16      u16 [4 * (blocks + 3)]  column indices, K = padding, when K < 65536   (else col32, u32);
+//                                 3 blocks of padding after the last, so kernels may read ahead
+//   weight     f32 [blocks + 4]  the block's codebook value (4 zero floats of slack after the end)
 // = 2 bytes per slot + 4 per block + 8 per row: 3 bytes per slot, ~3.3 per nonzero at 10% density with a
 // 5-bit codebook (~9% of the slots are padding). No dense matrix. Grouping by cluster lets every kernel
 // add the 4 inputs of a block first and multiply once per block by its codebook value; the batch-1
@@ -110,8 +111,8 @@ struct BlockMatrix {
   uint64_t blocks = 0;
   std::vector<float> dense;  // the dense form: ceil(N / 8) panels of K x 8 floats (empty for sparse blocks)
   std::vector<uint64_t> row_block;  // rows + 1, or empty when nnz == 0 (every row empty)
-  std::vector<uint16_t> col16;   // 4 * blocks, when cols < 65536
-  std::vector<uint32_t> col32;   // 4 * blocks, otherwise
+  std::vector<uint16_t> col16;   // 4 * (blocks + 3), when cols < 65536
+  std::vector<uint32_t> col32;   // 4 * (blocks + 3), otherwise
   std::vector<float> weight;     // blocks + 4
   // Row boundaries of the work partition, balanced by cost (slots + rows): part p is rows
   // [parts[p], parts[p+1]). parts = {0} when rows == 0.
