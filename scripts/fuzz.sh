@@ -13,7 +13,8 @@
 #    A crashing input is written to build/fuzz/artifacts/; replay it with build/fuzz/fuzz_payload FILE.
 # Quiet: the build and the fuzzer's log go to build/fuzz/*.log; it prints one summary line (and, on failure,
 # the end of the fuzzer's log first).
-# Environment: ONNX_DC_BUILD_JOBS (default 2), ONNX_DC_FUZZ_RSS_MB (libFuzzer -rss_limit_mb, default 2048).
+# Environment: ONNX_DC_BUILD_JOBS (default 2), ONNX_DC_FUZZ_RSS_MB (libFuzzer -rss_limit_mb, default 2048),
+# ONNX_DC_FUZZ_LOG (the fuzzer's log, default build/fuzz/fuzz.log).
 set -uo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
@@ -25,7 +26,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || (( seconds < 1 )); then
 fi
 dir=build/fuzz
 mkdir -p "$dir/corpus" "$dir/artifacts"
-log="$dir/fuzz.log"
+log="${ONNX_DC_FUZZ_LOG:-$dir/fuzz.log}"
 build_log="$dir/build.log"
 : >"$build_log"
 fail() { echo "fuzz.sh: FAILED: $*"; exit 1; }

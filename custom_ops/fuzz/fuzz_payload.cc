@@ -4,9 +4,10 @@
 //
 // Every input runs once as it is and, when its header's total_size is not its length (most mutations that
 // insert or delete bytes), once more with total_size patched to the length, so that such mutations get
-// past the length check to the sections behind it. What is checked beyond "no crash, no sanitizer report,
-// no unbounded allocation":
-//   - DecodeDense agrees with DecodeSparse (the dense tensor is the CSR scattered), where both run;
+// past the length check to the sections behind it. The checksum is checked once, on the input as it is.
+// What is checked beyond "no crash, no sanitizer report, no unbounded allocation":
+//   - DecodeDense agrees with DecodeSparse (the dense tensor is the CSR scattered), where both run, and
+//     refuses (max_elements) a tensor of more than 2^20 elements before allocating it;
 //   - every kernel set this CPU runs (scalar, AVX2), in both execution forms (sparse blocks, dense),
 //     equals the scalar reference bit for bit, for batch
 //     sizes 1, 9 and 17 (the vector kernel, a 16-row tile + one row, and 16 + 1 rows of a 16-row tile),
@@ -40,14 +41,26 @@ bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {  // me
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
+constexpr uint64_t kMaxDense = uint64_t{1} << 20;  // elements of a dense tensor decoded here
+
 void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
   onnx_dc::DecodeOptions options;
   options.check_crc = false;
   try {
     const onnx_dc::PayloadInfo info = onnx_dc::ParsePayload(data, size, options);
-    const bool small = info.rows() * info.cols() <= (uint64_t{1} << 20);
+    const bool small = info.rows() * info.cols() <= kMaxDense;
     onnx_dc::DenseTensor dense;
-    if (small) dense = onnx_dc::DecodeDense(data, size, options);
+    if (small) {
+      dense = onnx_dc::DecodeDense(data, size, options);
+    } else {
+      bool refused = false;  // a larger tensor must be refused by the cap, before anything is allocated
+      try {
+        (void)onnx_dc::DecodeDense(data, size, options, kMaxDense);
+      } catch (const onnx_dc::PayloadError&) {
+        refused = true;
+      }
+      Check(refused);
+    }
     if (info.header.rank != 2 || info.cols() >= (uint64_t{1} << 32)) return;
     const onnx_dc::SparseMatrix csr = onnx_dc::DecodeSparse(data, size, options);
     // The two decoded forms agree: the dense tensor is the CSR scattered.
@@ -86,6 +99,10 @@ void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  try {  // the checksum itself (over whatever length the header's identification lets through)
+    (void)onnx_dc::ParsePayload(data, size);
+  } catch (const onnx_dc::PayloadError&) {
+  }
   static constexpr size_t kParts[] = {64, 1, 2, 3, 7};
   const size_t max_parts = kParts[size % 5];
   RunOne(data, size, max_parts);

@@ -5,13 +5,16 @@ Every seed is a valid payload written by the project's writer: real weights of t
 (`onnx_dc.codec.compress_tensor(...).payload`, the converter's own path) and small synthetic tensors
 (`write_payload`) that reach the reader's corners: many chunks, fillers (1- and 2-bit relative indices),
 fixed-width codes, a single codebook value, all pruned, zero rows, rank 1 and 4, 16-bit relative indices,
-and K on both sides of the 16/32-bit column boundaries (65535, 65536, 65537). Seeds stay small (the
+K on both sides of the 16/32-bit column boundaries (65535, 65536, 65537), and all-pruned payloads declaring
+huge tensors (K = 2^33, N = 2^40, 4096 x 4096). Seeds stay small (the
 largest, with its 2^16-entry index code table, is ~66 kB) so that libFuzzer mutates them quickly.
 scripts/fuzz.sh also seeds from tests/vectors/.
 """
 from __future__ import annotations
 
+import struct
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 from onnx_dc.codec import compress_tensor  # noqa: E402
-from onnx_dc.codec.payload import read_payload, write_payload  # noqa: E402
+from onnx_dc.codec.payload import read_info, read_payload, write_payload  # noqa: E402
 
 
 def weights(model: str) -> dict[str, np.ndarray]:
@@ -55,6 +58,21 @@ def sparse_columns(rows: int, cols: int, columns: list[int], bits: int, index_bi
     return blob
 
 
+def patched_dims(blob: bytes, dims: tuple[int, ...]) -> bytes:
+    """An all-pruned payload (row counts of 0 bits) with other dims of the same rank: the sections do not
+    depend on them. total_size and the CRC are recomputed."""
+    b = bytearray(blob)
+    assert b[16] == len(dims) and b[19] == 0 and struct.unpack_from("<Q", b, 40)[0] == 0
+    cols = 1
+    for d in dims[1:]:
+        cols *= d
+    struct.pack_into("<QQ", b, 24, dims[0], cols)
+    for i, d in enumerate(dims):
+        struct.pack_into("<Q", b, 80 + 8 * i, d)
+    b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
+    return bytes(b)
+
+
 def seeds() -> dict[str, bytes]:
     mlp, lenet5 = weights("lenet_300_100.onnx"), weights("lenet5.onnx")
     rng = np.random.default_rng(7)
@@ -81,7 +99,16 @@ def seeds() -> dict[str, bytes]:
         "k65536": sparse_columns(2, 65536, [0, 40000, 65535], 2, 8),
         "k65537": sparse_columns(2, 65537, [3, 65536], 2, 8),
     }
+    # Declared sizes far beyond the bytes (valid: every weight pruned): the reader's paths for K > 2^32, a
+    # huge N with nothing per row, and the dense decoder's cap.
+    out["zero_rows_k_2_33"] = patched_dims(out["zero_rows"], (0, 1 << 33))
+    out["empty_n_2_40"] = patched_dims(out["all_pruned"], (1 << 40, 9))
+    out["empty_k_2_33"] = patched_dims(out["all_pruned"], (5, 1 << 33))
+    out["empty_4096_squared"] = patched_dims(out["all_pruned"], (4096, 4096))
     for name, blob in out.items():
+        if name.startswith(("zero_rows_k", "empty_")):
+            read_info(blob)  # the header and sections are valid (decoding would allocate what dims declare)
+            continue
         read_payload(blob)  # every seed is valid (the Python reader checks every rule)
     return out
 
