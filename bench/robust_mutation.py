@@ -59,7 +59,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 MODELS = {"lenet_300_100": REPO / "models" / "lenet_300_100.onnx", "lenet5": REPO / "models" / "lenet5.onnx"}
-INPUT_SHAPES = {"lenet_300_100": (3, 784), "lenet5": (3, 1, 28, 28)}
+INPUT_SHAPES = {"lenet_300_100": (8, 784), "lenet5": (8, 1, 28, 28)}  # batch 8: with 2 threads, DCSparseGemm fans out
 DOMAIN = "onnx_dc"
 
 OK_OUTCOMES = ("error", "ran-same", "ran-verified", "ran-different")
@@ -469,12 +469,33 @@ def _python_payload_check(model_bytes: bytes) -> tuple[str, object]:
         return "unclean", f"{type(exc).__name__}: {exc}"
 
 
+def _python_reader_only() -> None:
+    """The reference must be independent of the library under test: decompress_model decodes payloads with
+    the native reader when it is built, so the worker turns that off (the library is still what
+    make_session registers), and any native decoding from the Python side raises."""
+    import onnx_dc.graph.decompress as dec
+    import onnx_dc.runtime as runtime
+    from onnx_dc.codec.payload import read_payload
+
+    runtime.native_library = lambda: None
+    if hasattr(dec, "decode_dense_fast"):
+        dec.decode_dense_fast = lambda blob: read_payload(blob).dense()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("the reference used the native reader")
+
+    runtime.NativeLibrary.decode_dense = refuse
+    runtime.NativeLibrary.payload_info = refuse
+
+
 def worker(models: dict[str, str]) -> None:
     """Reads one JSON case per line on stdin; writes "S <id>" when it starts a case and "R <json>" when done."""
     import numpy as np
     import onnxruntime as ort
 
     from onnx_dc.runtime import make_session
+
+    _python_reader_only()
 
     def options():
         so = ort.SessionOptions()

@@ -134,3 +134,30 @@ def test_unsealed_payload_mutations_never_load(compressed):
     assert len(results) == len(cases) > 50
     assert all(r.outcome == "error" and "payload rejected" in r.kind for r in results), \
         _describe([r for r in results if r.outcome != "error" or "payload rejected" not in r.kind])
+
+
+def test_reference_decodes_with_the_python_reader(compressed, lib_path):
+    """The workers' reference (decompress_model + plain onnxruntime) must not use the library under test:
+    with the native reader made to raise, decompressing both models still works."""
+    from test_native_runtime import run_python
+
+    work, models, paths = compressed
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO / 'bench')!r})
+import onnx
+import robust_mutation as rm
+from onnx_dc.graph.decompress import decompress_model
+rm._python_reader_only()
+for path in {sorted(paths.values())!r}:
+    dense = decompress_model(onnx.load(path))
+    assert not any(n.domain == rm.DOMAIN for n in dense.graph.node)
+from onnx_dc.runtime import NativeLibrary
+try:
+    NativeLibrary().decode_dense(b"")
+except RuntimeError as exc:
+    print("refused:", exc)
+"""
+    proc = run_python(code, lib_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "refused: the reference used the native reader" in proc.stdout, proc.stdout
