@@ -14,7 +14,9 @@ For each layer shape (N outputs x K inputs; random Gaussian weights), the script
             relative indices), run by libonnx_dc_ops.so (DCSparseGemm).
 All candidates of one shape and thread count run interleaved: every round times a burst of runs of each in
 turn, and a candidate's ratio is the median over rounds of (its time / dense's time in the same round), so
-drift and other load on the machine hit both sides. Times are medians over rounds. With --clock auto,
+drift and other load on the machine hit both sides. Times are medians over rounds. By default the caches are
+warm (a layer's weights stay in the 32 MB L3 between runs when they fit: everything here but dense fp32);
+--cold evicts them before every run, as in a network whose weights do not fit. With --clock auto,
 1-thread rows use the CPU time of the calling thread (onnxruntime runs a 1-thread session on it; this is
 robust to other processes sharing the core) and 2-thread rows wall time.
 
@@ -137,9 +139,33 @@ def session(model, threads: int, dc: bool = False):
 
 # ---- timing ---------------------------------------------------------------------------------------------------
 
-def time_interleaved(sessions: dict, feeds: dict, rounds: int, target_ms: float, clock: str) -> dict:
-    """Per candidate: list over rounds of seconds per run (clock: "cpu" or "wall")."""
+_EVICT = None
+
+
+def evict_caches() -> None:
+    """Read 96 MB (three times this machine's L3), so that no weights stay cached from the previous run."""
+    global _EVICT
+    if _EVICT is None:
+        _EVICT = np.ones(24 << 20, np.float32)
+    _EVICT.sum()
+
+
+def time_interleaved(sessions: dict, feeds: dict, rounds: int, target_ms: float, clock: str,
+                     cold: bool = False) -> dict:
+    """Per candidate: list over rounds of seconds per run (clock: "cpu" or "wall"). cold: every timed run
+    starts with caches evicted (not timed), one run per round and candidate."""
     now = time.thread_time if clock == "cpu" else time.perf_counter
+    if cold:
+        times = {name: [] for name in sessions}
+        for sess in sessions.values():
+            sess.run(None, feeds)
+        for _ in range(rounds):
+            for name, sess in sessions.items():
+                evict_caches()
+                t0 = now()
+                sess.run(None, feeds)
+                times[name].append(now() - t0)
+        return times
     bursts = {}
     for name, sess in sessions.items():
         sess.run(None, feeds)  # warm up
@@ -220,7 +246,7 @@ def bench_shape(n, k, args, native, tmp, results) -> None:
         clock = args.clock if args.clock != "auto" else ("cpu" if threads == 1 else "wall")
         for batch in args.batches:
             feeds = {"X": rng.standard_normal((batch, k)).astype(np.float32)}
-            times = time_interleaved(sessions, feeds, args.rounds, args.target_ms, clock)
+            times = time_interleaved(sessions, feeds, args.rounds, args.target_ms, clock, args.cold)
             cells = [fmt_time(statistics.median(times["dense"]))]
             for name in names[1:]:
                 cells.append(f"{ratio(times, name):.3f}x ({fmt_time(statistics.median(times[name]))})")
@@ -295,6 +321,9 @@ def main() -> None:
     parser.add_argument("--target-ms", type=float, default=15.0, help="length of one timed burst")
     parser.add_argument("--clock", choices=["auto", "cpu", "wall"], default="auto")
     parser.add_argument("--no-overhead", action="store_true", help="skip the per-call overhead table")
+    parser.add_argument("--cold", action="store_true",
+                        help="evict the caches before every timed run (as for a layer of a network whose weights "
+                             "do not all fit in the last-level cache); one run per round and candidate")
     args = parser.parse_args()
     native = NativeLibrary()
     cpu = "?"
@@ -308,7 +337,7 @@ def main() -> None:
           f"library {get_library_path()}, kernel features {native.cpu_features()}, environment {env or '-'}; "
           f"load average at start {load_average()}")
     print(f"ratios: time / dense fp32 time, median over {args.rounds} interleaved rounds; batch-1 bound: execution "
-          f"format bytes / {DRAM_GBPS} GB/s")
+          f"format bytes / {DRAM_GBPS} GB/s; caches {'evicted before every run' if args.cold else 'warm'}")
     results: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
