@@ -43,7 +43,9 @@
 //     p = +0.0f;  for k in k0 .. k1-1:  p = p + W[n, k] * x[k]
 //     y = y + p
 //   y = y + bias[n] if there is a bias
-// (the same rules: float32, no FMA, one order for every kernel of the form).
+// (the same rules: float32, no FMA, one order for every kernel of the form). GemmOptions::form (or the
+// environment variable ONNX_DC_FORM=auto|sparse|dense) forces a form; layers sparser than 1/16 always stay
+// sparse (so the dense matrix is at most 64 bytes per stored entry, bounded by the payload).
 //
 // ---- Kernels and dispatch ----------------------------------------------------------------------------------
 // A KernelSet is chosen once, when the BlockMatrix is built: "avx2" (AVX2 + BMI1, its own translation unit
