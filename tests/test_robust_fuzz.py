@@ -61,7 +61,9 @@ def test_corpus_replays_under_asan():
 def _fuzz_sh(tmp_path, seconds: int, **env) -> subprocess.CompletedProcess:
     if not (shutil.which("clang++") or os.geteuid() == 0 or IN_CI):
         pytest.skip("scripts/fuzz.sh needs clang (or root to install it)")
-    return subprocess.run(["bash", str(REPO / "scripts" / "fuzz.sh"), str(seconds)], cwd=REPO, capture_output=True,
+    # libFuzzer options after SECONDS override the script's (the last occurrence wins): artifacts go here.
+    args = [str(seconds), f"-artifact_prefix={tmp_path}/"]
+    return subprocess.run(["bash", str(REPO / "scripts" / "fuzz.sh"), *args], cwd=REPO, capture_output=True,
                           text=True, timeout=1800,
                           env=dict(os.environ, ONNX_DC_FUZZ_LOG=str(tmp_path / "fuzz.log"), **env))
 
@@ -81,3 +83,4 @@ def test_fuzz_script_fails_on_a_crash(tmp_path):
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("fuzz.sh: FAILED: fuzz_payload exited"), proc.stdout[-3000:]
     assert "out-of-memory" in proc.stdout, proc.stdout[-3000:]
+    assert list(tmp_path.glob("oom-*")), "the failing input was not written where -artifact_prefix says"

@@ -9,9 +9,9 @@
 //   - DecodeDense agrees with DecodeSparse (the dense tensor is the CSR scattered), where both run, and
 //     refuses (max_elements) a tensor of more than 2^20 elements before allocating it;
 //   - every kernel set this CPU runs (scalar, AVX2), in both execution forms (sparse blocks, dense),
-//     equals the scalar reference bit for bit, for batch
-//     sizes 1, 9 and 17 (the vector kernel, a 16-row tile + one row, and 16 + 1 rows of a 16-row tile),
-//     with the row partition's part count taken from the input (1, 2, 3, 7 or 64 parts).
+//     equals the scalar reference bit for bit, for batch sizes 1, 5, 9 and 20 (the vector kernel, an
+//     8-row tile, a 16-row tile holding 9 rows, 16 + an 8-row tile), with at most 1, 2, 3, 7 or 64 row
+//     parts (taken from the input) and the partition checked.
 //
 // scripts/fuzz.sh [SECONDS] builds it (clang, -fsanitize=fuzzer,address,undefined, into build/fuzz) and runs
 // it on the seed corpus custom_ops/fuzz/corpus/ (custom_ops/fuzz/make_corpus.py) and tests/vectors/. By hand:
@@ -72,7 +72,8 @@ void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
           scattered[r * csr.cols + csr.column(e)] = csr.codebook[csr.cluster[e]];
       Check(SameBits(scattered, dense.values));
     }
-    // Every kernel set this CPU runs, in both execution forms (sparse blocks; dense where the density allows).
+    // Every kernel set this CPU runs, in both execution forms (sparse blocks; dense where the density allows:
+    // the dense form is refused, i.e. sparse blocks are built, below a density of 1/16).
     for (const char* kernel : {"scalar", "avx2"}) {
       if (std::string(kernel) == "avx2" && !(onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2())) continue;
       for (const char* form : {"sparse", "dense"}) {
@@ -82,8 +83,16 @@ void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
         o.max_parts = max_parts;
         const onnx_dc::BlockMatrix w = onnx_dc::BuildBlockMatrix(csr, o);
         Check(w.rows == csr.rows && w.cols == csr.cols && w.nnz == csr.nnz);
-        if ((w.rows + w.cols) * 17 > (uint64_t{1} << 22)) return;
-        for (size_t m : {size_t{1}, size_t{9}, size_t{17}}) {
+        Check(w.form == onnx_dc::Form::kSparseBlocks || csr.nnz * 16 >= csr.rows * csr.cols);
+        // The row partition: from 0 to N, increasing, at most max_parts parts.
+        Check(!w.parts.empty() && w.parts.front() == 0 && w.parts.back() == w.rows);
+        Check(w.parts.size() <= max_parts + 1);
+        for (size_t p = 1; p < w.parts.size(); ++p) Check(w.parts[p - 1] < w.parts[p]);
+        // Products only where they stay cheap: the X and Y buffers, and the work per batch row.
+        const uint64_t work = w.form == onnx_dc::Form::kDense ? w.rows * w.cols : w.slots() + w.rows;
+        if ((w.rows + w.cols) * 21 > (uint64_t{1} << 22) || work > (uint64_t{1} << 18)) continue;
+        // 1: the vector kernel; 5: an 8-row tile; 9: a 16-row tile holding 9 rows; 20: 16 + an 8-row tile.
+        for (size_t m : {size_t{1}, size_t{5}, size_t{9}, size_t{20}}) {
           std::vector<float> x(m * w.cols), bias(w.rows, 1.0f), y(m * w.rows), y_ref(m * w.rows);
           for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 7) - 3.0f;
           onnx_dc::SpmmSerial(w, x.data(), m, bias.data(), y.data());

@@ -6,7 +6,8 @@ Every seed is a valid payload written by the project's writer: real weights of t
 (`write_payload`) that reach the reader's corners: many chunks, fillers (1- and 2-bit relative indices),
 fixed-width codes, a single codebook value, all pruned, zero rows, rank 1 and 4, 16-bit relative indices,
 K on both sides of the 16/32-bit column boundaries (65535, 65536, 65537), and all-pruned payloads declaring
-huge tensors (K = 2^33, N = 2^40, 4096 x 4096). Seeds stay small (the
+huge tensors (K = 2^33, N = 2^40, 4096 x 4096), and enough entries for several row parts and the dense
+execution form. Seeds stay small (the
 largest, with its 2^16-entry index code table, is ~66 kB) so that libFuzzer mutates them quickly.
 scripts/fuzz.sh also seeds from tests/vectors/.
 """
@@ -98,6 +99,10 @@ def seeds() -> dict[str, bytes]:
         "k65535": sparse_columns(2, 65535, [0, 1000, 65534], 2, 8),
         "k65536": sparse_columns(2, 65536, [0, 40000, 65535], 2, 8),
         "k65537": sparse_columns(2, 65537, [3, 65536], 2, 8),
+        # Enough entries (> 8,192 slots) for the row partition to make several parts; densities for the
+        # dense execution form (>= 50%: chosen by default; >= 1/16: when asked for).
+        "parts_160x160_45pct": synthetic(rng, (160, 160), 0.45, 1, 2),
+        "dense_form_64x64": synthetic(rng, (64, 64), 1.0, 2, 1),
     }
     # Declared sizes far beyond the bytes (valid: every weight pruned): the reader's paths for K > 2^32, a
     # huge N with nothing per row, and the dense decoder's cap.
