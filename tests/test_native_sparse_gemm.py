@@ -263,7 +263,7 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
             info = gemm.info()
             assert info["kernel"] == kernel
             forced = "form=dense" in options
-            expect_dense = density >= 1 / 16 if forced else density >= 0.5
+            expect_dense = density >= 1 / 16 if forced else density >= 0.55
             assert info["form"] == ("dense" if expect_dense else "sparse-blocks"), (options, info)
             for m, x in xs.items():
                 for b in (None, bias):
@@ -297,7 +297,7 @@ def test_non_finite_inputs_propagate_like_the_reference(native):
 
 
 def test_the_form_follows_the_density(native):
-    """auto: dense from dense_density (default 0.5) on, sparse blocks below; forced dense only from 1/16."""
+    """auto: dense from dense_density (default 0.55) on, sparse blocks below; forced dense only from 1/16."""
     rng = np.random.default_rng(3)
     for density, expected in [(0.3, "sparse-blocks"), (0.7, "dense"), (1.0, "dense"), (0.0, "sparse-blocks")]:
         blob = random_payload(rng, (64, 200), density, 4, 4)

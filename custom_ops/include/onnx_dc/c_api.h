@@ -53,7 +53,7 @@ ONNX_DC_EXPORT uint32_t onnx_dc_cpu_features(void);
  *   kernel=auto|scalar|avx2   the kernel set (auto: ONNX_DC_KERNEL if set, else the best this CPU runs)
  *   form=auto|sparse|dense    the execution format (auto: ONNX_DC_FORM if set, else dense when the layer's
  *                             density is at least dense_density; layers sparser than 1/16 stay sparse)
- *   dense_density=D           the density from which auto picks the dense form (default 0.5)
+ *   dense_density=D           the density from which auto picks the dense form (default 0.55)
  *   parts=N                   at most N row parts (default 64)
  * onnxruntime's DCSparseGemm uses the defaults, so ONNX_DC_KERNEL and ONNX_DC_FORM steer it too. */
 typedef struct OnnxDcGemm OnnxDcGemm;

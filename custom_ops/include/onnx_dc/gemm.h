@@ -34,8 +34,9 @@
 //
 // ---- The dense form, for layers where the sparse one cannot win -----------------------------------------
 // A layer whose density (nnz / (N * K)) is at least GemmOptions::dense_density (default kDenseDensity) runs
-// as a dense fp32 matrix instead (at ~50% density and above, 4 slots of blocks per 4 entries cost more
-// than K dense products per output once batch rows share the loads):
+// as a dense fp32 matrix instead: from ~55% density on, with batch rows sharing the loads, K dense products
+// per output cost less than the blocks (measured with bench/bench_kernels.py-style runs on 2048^2 and
+// 4096^2 layers; at batch 1 a layer whose weights do not fit in cache stays faster sparse up to ~70%):
 //   dense   f32 [ceil(N / 8)][K][8]   panels of 8 rows, column by column (rows past N are zero)
 // Its summation order, for Y[b, n]:
 //   y = +0.0f
@@ -91,7 +92,7 @@ inline constexpr size_t kChains = 4;    // partial sums per output
 inline constexpr size_t kMaxParts = 64; // row parts of the thread partition
 inline constexpr size_t kPanel = 8;            // rows per panel of the dense form
 inline constexpr size_t kDenseBlock = 256;     // columns per partial sum of the dense form
-inline constexpr double kDenseDensity = 0.5;   // default density from which a layer runs dense
+inline constexpr double kDenseDensity = 0.55;  // default density from which a layer runs dense
 
 enum class Form { kSparseBlocks, kDense };
 const char* FormName(Form f);
