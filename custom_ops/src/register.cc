@@ -12,6 +12,7 @@
 // runtime for exactly that version, so it loads into any onnxruntime >= 1.21. It does not link against
 // libonnxruntime: the API table comes from RegisterCustomOps' OrtApiBase.
 #define ORT_API_MANUAL_INIT
+#include <algorithm>
 #include "onnxruntime_cxx_api.h"
 #undef ORT_API_MANUAL_INIT
 
@@ -395,7 +396,11 @@ struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
       auto k = std::make_unique<DecodeKernel>();
       k->who = who;
       const Blob blob = ConstantPayload(info, 0);
-      DenseTensor t = DecodeDense(blob.data, blob.size);
+      // Bound the dense tensor by what the blob can justify: a valid all-pruned payload of a few hundred
+      // bytes may declare any shape. 65,536 elements per payload byte allows 99.998% sparsity; small
+      // tensors (up to 2^26 elements, 256 MiB) are always accepted.
+      const uint64_t justified = std::max<uint64_t>(uint64_t{1} << 26, uint64_t{65536} * blob.size);
+      DenseTensor t = DecodeDense(blob.data, blob.size, {}, justified);
       for (uint64_t d : t.dims) {
         if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
           throw InvalidArgument("a dimension of the payload exceeds int64");
