@@ -386,3 +386,19 @@ print("made")
 """, lib_path, env={"ONNX_DC_DEBUG": "1", "ONNX_DC_KERNEL": "scalar"})
     assert proc.returncode == 0 and "made" in proc.stdout, proc.stderr[-3000:]
     assert "DCSparseGemm node 'fc': 30 x 50" in proc.stderr and "form sparse-blocks, kernel scalar" in proc.stderr
+
+
+def test_avx2_translation_unit_shares_no_code_with_the_baseline(lib_path):
+    """gemm_avx2.cc is compiled with -mavx2: a weak (COMDAT) symbol it defines outside its own namespace (an
+    inline function or template from a shared header, std:: included) could be the copy the linker keeps for
+    the whole library, and baseline code would then run AVX2 instructions on CPUs without them."""
+    import subprocess
+    from shutil import which
+    from test_native_runtime import REPO
+    objects = sorted((REPO / "build" / "native").rglob("gemm_avx2.cc.o"))
+    if not which("nm") or not objects:
+        pytest.skip("nm or the AVX2 object file is not available (non-x86 build)")
+    out = subprocess.run(["nm", "-C", str(objects[0])], capture_output=True, text=True, check=True).stdout
+    weak = [line for line in out.splitlines() if line.split()[1:2] and line.split()[1] in ("W", "V", "u")]
+    assert weak, "expected the kernel templates as weak symbols"
+    assert all("onnx_dc::avx2::" in line for line in weak), [w for w in weak if "onnx_dc::avx2::" not in w]
