@@ -110,3 +110,14 @@ LAYER_VARIANTS = {
     "mlp": lambda: mlp((64, 48, 32, 10)),
     "lenet_300_100": lambda: mlp((784, 300, 100, 10)),
 }
+
+
+def random_feeds(model, batch=3, seq=5, seed=1) -> dict:
+    """Standard-normal inputs for every graph input: symbolic N/M/B dims get `batch`, others `seq`."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else (batch if d.dim_param in ("N", "M", "B") else seq)
+                for d in vi.type.tensor_type.shape.dim]
+        feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds

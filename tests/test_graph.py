@@ -14,16 +14,6 @@ from onnx_dc.reference import run_reference
 OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5), bits=PerKind(4, 6), index_bits=PerKind(3, 4), min_weights=16)
 
 
-def _feeds(model, seed=1, batch=3, seq=5):
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if d.dim_param in ("N", "M", "B") else seq)
-                for d in vi.type.tensor_type.shape.dim]
-        feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
-
-
 def _roundtrip(tmp_path, model, options=OPTS):
     src = builders.save(model, tmp_path / "in.onnx")
     result = onnx_dc.compress(src, tmp_path / "dc.onnx", options)
@@ -32,7 +22,7 @@ def _roundtrip(tmp_path, model, options=OPTS):
 
 
 def _assert_equivalent(tmp_path, compressed, dense, original):
-    feeds = _feeds(original)
+    feeds = builders.random_feeds(original)
     ref = run_reference(compressed, feeds)
     got = ort.InferenceSession(str(tmp_path / "dense.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
     assert [o.name for o in compressed.graph.output] == [o.name for o in original.graph.output]
@@ -135,7 +125,7 @@ def test_external_data_models_load_and_save(tmp_path):
     onnx.save_model(m, str(tmp_path / "ext.onnx"), save_as_external_data=True, location="ext.bin", size_threshold=0)
     result = onnx_dc.compress(tmp_path / "ext.onnx", tmp_path / "dc.onnx", OPTS)
     assert result.report["file"]["original_bytes"] == (tmp_path / "ext.onnx").stat().st_size + (tmp_path / "ext.bin").stat().st_size
-    feeds = _feeds(m)
+    feeds = builders.random_feeds(m)
     a = run_reference(str(tmp_path / "dc.onnx"), feeds)[0]
     onnx_dc.decompress(tmp_path / "dc.onnx", tmp_path / "dense.onnx")
     b = ort.InferenceSession(str(tmp_path / "dense.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]

@@ -20,16 +20,6 @@ OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5), bits=PerKind(4, 6), index_bit
 VARIANTS = builders.LAYER_VARIANTS
 
 
-def _feeds(model, batch, seq=5, seed=1):
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for vi in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if d.dim_param in ("N", "M", "B") else seq)
-                for d in vi.type.tensor_type.shape.dim]
-        feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
-    return feeds
-
-
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def compressed(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
@@ -46,7 +36,7 @@ def test_native_equals_reference_and_decompressed(lib_path, compressed, batch):
     dc_model = onnx.load(str(dc_path))
     used = {n.op_type for n in dc_model.graph.node if n.domain == "onnx_dc"}
     assert used, f"{name}: nothing was rewritten"
-    feeds = _feeds(original, batch)
+    feeds = builders.random_feeds(original, batch)
     reference = run_reference(dc_model, feeds)
     dense = ort.InferenceSession(str(dense_path), providers=["CPUExecutionProvider"]).run(None, feeds)
     runs = {t: make_session(dc_path, intra_op_threads=t).run(None, feeds) for t in (1, 2)}
