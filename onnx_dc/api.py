@@ -13,6 +13,7 @@ from . import __version__
 from .codec import compress_tensor
 from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.decompress import decompress_model
+from .graph.fold import fold_constant_chains
 from .graph.match import Layer, Skipped, find_layers
 from .graph.model_io import (
     PROTOBUF_LIMIT, ModelError, check_output_path, load_model, materialize_external, model_bytes_on_disk, proto_size,
@@ -20,6 +21,9 @@ from .graph.model_io import (
 )
 from .graph.rewrite import META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, META_VERSION, rewrite, set_metadata
 from .report import build_report
+
+
+SENSITIVITY_KINDS = ("fc", "conv")  # the kinds the sensitivity analysis and --target-ratio handle
 
 
 class NothingToCompress(ValueError):
@@ -80,7 +84,14 @@ def compress(
     model = load_model(input_path, load_external=not streaming)
     base_dir = str(Path(input_path).parent)
     original_bytes = model_bytes_on_disk(input_path)
-    layers, skipped = find_layers(model, options.min_weights, base_dir)
+    model, _ = fold_constant_chains(model, base_dir)
+    layers, skipped = find_layers(model, options.min_weights, base_dir, options.kinds)
+    if options.target_ratio:
+        # The sensitivity analysis and the budget search cover fully-connected and conv layers.
+        skipped = skipped + [Skipped(layer.weight_name, layer.op_label,
+                                     f"{layer.kind} tensors are not compressed with --target-ratio")
+                             for layer in layers if layer.kind not in SENSITIVITY_KINDS]
+        layers = [layer for layer in layers if layer.kind in SENSITIVITY_KINDS]
     _check_override_names(options, layers, skipped)
     policy = None
     if options.target_ratio:
@@ -107,10 +118,16 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
                                    f"its payload ({len(payload)} B) would not be smaller than the weight "
                                    f"({layer.nbytes} B)"))
             continue
+        if layer.kind == "conv":
+            from .conv_exec import choose_conv_exec
+
+            layer = dataclasses.replace(layer)
+            layer.exec, layer.exec_reason = choose_conv_exec(layer, payload, options.conv_exec)
         payloads[layer.weight_name] = payload
         compressed.append(layer)
     if not compressed and not options.allow_unchanged:
-        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) or "it has no Gemm, MatMul or Conv layer"
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in skipped[:5]) or \
+            "it has no Gemm, MatMul, Conv or Gather weight and no float constant large enough"
         raise NothingToCompress(f"no layer of the model can be compressed ({reasons})")
     if base_dir is not None:
         # The tensors that stay (biases, layers left alone) go into the output: read them now.
@@ -175,33 +192,43 @@ def _compress_layers(model, layers, options: CompressOptions, progress):
     reads its own weight; results are collected in layer order, so the output does not depend on it).
     Only payloads are kept, never the dense weights: memory stays at about one layer per worker."""
     policies = [_policy(layer, options) for layer in layers]
+    fitted_at = {}
     if options.calibration:
+        # fc and conv layers are fitted on the data (in graph order); embedding tables and other constants
+        # have no layer output to fit and are compressed data-free below.
         from .calibrated import compress_calibrated
         from .evaluate import load_data
 
         feeds, _ = load_data(options.calibration, model)
-        fitted = compress_calibrated(model, layers, policies, feeds, init=options.init, seed=options.seed,
-                                     huffman=options.huffman, prune_method=options.prune_method, progress=progress)
-        return [(f.layer, f.packed.payload) for f in fitted]
-    tasks = [(layer.source, policy, options.init, options.seed, options.huffman) for layer, policy in zip(layers, policies)]
+        fit = [i for i, layer in enumerate(layers) if layer.kind in SENSITIVITY_KINDS]
+        fitted = compress_calibrated(model, [layers[i] for i in fit], [policies[i] for i in fit], feeds,
+                                     init=options.init, seed=options.seed, huffman=options.huffman,
+                                     prune_method=options.prune_method, progress=progress)
+        fitted_at = {i: (f.layer, f.packed.payload) for i, f in zip(fit, fitted)}
+        if len(fitted_at) == len(layers):
+            return [fitted_at[i] for i in range(len(layers))]
+    tasks = [(layer.source, policy, options.init, options.seed, options.huffman) if i not in fitted_at else None
+             for i, (layer, policy) in enumerate(zip(layers, policies))]
     results: list = [None] * len(layers)
     if options.jobs > 1 and len(layers) > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=min(options.jobs, len(layers))) as pool:
-            futures = {pool.submit(_payload_of, *task): i for i, task in enumerate(tasks)}
+            futures = {pool.submit(_payload_of, *task): i for i, task in enumerate(tasks) if task is not None}
             for done, future in enumerate(as_completed(futures)):
                 if progress:
                     progress(layers[futures[future]].weight_name, done, len(layers))
                 results[futures[future]] = future.result()
     else:
         for i, task in enumerate(tasks):
+            if task is None:
+                continue
             if progress:
                 progress(layers[i].weight_name, i, len(layers))
             results[i] = _payload_of(*task)
     if progress:
         progress("", len(layers), len(layers))
-    return list(zip(layers, results))
+    return [fitted_at[i] if i in fitted_at else (layer, results[i]) for i, layer in enumerate(layers)]
 
 
 def _payload_of(source, policy: LayerPolicy, init: str, seed: int, huffman: bool):
@@ -222,8 +249,8 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
     from .evaluate import load_data
 
     options = dataclasses.replace(options or CompressOptions(), calibration=calibration if data_aware else None)
-    model = load_model(model_path)
-    layers, _ = find_layers(model, options.min_weights)
+    model, _ = fold_constant_chains(load_model(model_path))
+    layers, _ = find_layers(model, options.min_weights, kinds=set(options.kinds) & set(SENSITIVITY_KINDS))
     if not layers:
         raise NothingToCompress(f"{model_path}: no layer of the model can be compressed")
     feeds, _ = load_data(calibration, model)

@@ -9,8 +9,8 @@ import click
 
 from .codec.payload import PayloadError
 from .config import (
-    CompressOptions, ConfigError, PerKind, index_bits_value, parse_layer_overrides, parse_per_kind,
-    sparsity_value, weight_bits_value,
+    DEFAULT_BITS, DEFAULT_INDEX_BITS, DEFAULT_SPARSITY, CompressOptions, ConfigError, index_bits_value, parse_kinds,
+    parse_layer_overrides, parse_per_kind, sparsity_value, weight_bits_value,
 )
 from .datasets import DatasetError
 from .graph.model_io import ModelError
@@ -73,8 +73,26 @@ def print_report(data: dict) -> None:
                       f"([bold]{f['ratio']:.1f}x smaller[/bold], .onnx plus external data, bytes on disk)")
     elif f.get("compressed_bytes"):
         console.print(f"File size: {f['compressed_bytes']:,} B")
+    by_kind = data["totals"].get("by_kind") or {}
+    if len(by_kind) > 1 or any(k != "fc" for k in by_kind):
+        from .report import KIND_LABELS
+
+        kinds = Table(title="By kind of tensor")
+        for col in ("Kind", "Tensors", "Original", "Payloads", "Ratio", "Run sparse"):
+            kinds.add_column(col, justify="left" if col == "Kind" else "right")
+        for kind, k in by_kind.items():
+            kinds.add_row(KIND_LABELS[kind], str(k["tensors"]), f"{k['original_bytes']:,} B", f"{k['payload_bytes']:,} B",
+                          _ratio(k["ratio"]), f"{k['executed_sparse']}/{k['tensors']}")
+        console.print(kinds)
+    for layer in data["layers"]:
+        if layer.get("kind") in ("conv", "other") and layer.get("exec_reason"):
+            console.print(f"{layer['name']} ({layer['op']}): run {layer['execution']}: {layer['exec_reason']}")
     for s in data["skipped"]:
         console.print(f"Left alone: {s['name']} ({s['op']}): {s['reason']}")
+
+
+def _ratio(x) -> str:
+    return "—" if x is None else f"{x:.1f}x"
 
 
 def print_policy(policy: dict) -> None:
@@ -100,15 +118,23 @@ def main():
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=True))
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(), help="Compressed model to write.")
-@click.option("--sparsity", default="fc=0.9,conv=0.5", show_default=True,
-              help="Pruned fraction S in [0,1) (0.92 keeps 8%), or fc=S,conv=S.")
+@click.option("--sparsity", default="fc=0.9,conv=0.5,emb=0.5,other=0", show_default=True,
+              help="Pruned fraction S in [0,1) (0.92 keeps 8%), or per kind: fc=S,conv=S,emb=S,other=S (kinds "
+                   "left out keep their default).")
 @click.option("--layer-sparsity", multiple=True, metavar="NAME=S",
               help="Per-layer pruned fraction; NAME is a weight initializer or a node name. Repeatable.")
-@click.option("--bits", default="fc=5,conv=8", show_default=True,
-              help="Codebook bits (k = 2^B shared weights), 1..8, or fc=B,conv=B.")
+@click.option("--bits", default="fc=5,conv=8,emb=8,other=8", show_default=True,
+              help="Codebook bits (k = 2^B shared weights), 1..8, or per kind as for --sparsity.")
 @click.option("--layer-bits", multiple=True, metavar="NAME=B", help="Per-layer codebook bits. Repeatable.")
-@click.option("--index-bits", default="fc=5,conv=8", show_default=True,
-              help="Bits of a relative index, 1..16 (wider gaps get filler entries), or fc=B,conv=B.")
+@click.option("--index-bits", default="fc=5,conv=8,emb=4,other=4", show_default=True,
+              help="Bits of a relative index, 1..16 (wider gaps get filler entries), or per kind as for --sparsity.")
+@click.option("--kinds", default="fc,conv,emb,other", show_default=True,
+              help="Which tensors to compress: fc (Gemm/MatMul weights), conv (Conv kernels), emb (Gather "
+                   "tables), other (any other float constant of at least --min-weights elements, decoded once "
+                   "per session).")
+@click.option("--conv-exec", default="auto", show_default=True, type=click.Choice(["auto", "sparse", "dense"]),
+              help="Conv layers: run the sparse kernel (DCSparseConv), decode once and run onnxruntime's Conv, "
+                   "or measure both per layer and keep the faster.")
 @click.option("--init", default="linear", show_default=True, type=click.Choice(["linear", "density", "random", "kmeans++"]),
               help="k-means initialisation.")
 @click.option("--no-huffman", is_flag=True, help="Store fixed-width codes instead of Huffman codes.")
@@ -129,16 +155,18 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
-             min_weights, allow_unchanged, calibration, prune_method, target_ratio, jobs, as_json, quiet):
+             kinds, conv_exec, min_weights, allow_unchanged, calibration, prune_method, target_ratio, jobs, as_json,
+             quiet):
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
         from .api import compress as api_compress
 
         options = CompressOptions(
-            sparsity=parse_per_kind(sparsity, "--sparsity", sparsity_value, PerKind(0.9, 0.5)),
-            bits=parse_per_kind(bits, "--bits", weight_bits_value, PerKind(5, 8)),
-            index_bits=parse_per_kind(index_bits, "--index-bits", index_bits_value, PerKind(5, 8)),
+            sparsity=parse_per_kind(sparsity, "--sparsity", sparsity_value, DEFAULT_SPARSITY),
+            bits=parse_per_kind(bits, "--bits", weight_bits_value, DEFAULT_BITS),
+            index_bits=parse_per_kind(index_bits, "--index-bits", index_bits_value, DEFAULT_INDEX_BITS),
+            kinds=parse_kinds(kinds), conv_exec=conv_exec,
             layer_sparsity=parse_layer_overrides(layer_sparsity, "--layer-sparsity", sparsity_value),
             layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
             init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,

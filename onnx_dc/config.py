@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from .codec.cluster import INIT_METHODS
 from .codec.refit import PRUNE_METHODS
 
-KINDS = ("fc", "conv")
+KINDS = ("fc", "conv", "emb", "other")
+KIND_NAMES = {"fc": "fully-connected (Gemm, MatMul)", "conv": "convolution kernels", "emb": "embedding tables (Gather)",
+              "other": "any other large float constant (decoded once per session)"}
 MAX_WEIGHT_BITS = 8
 MAX_INDEX_BITS = 16
 
@@ -17,29 +19,46 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class PerKind:
-    """One setting with a value for fully-connected layers and one for convolutions."""
+    """One setting with a value per kind of tensor: fully-connected weights, convolution kernels,
+    embedding tables and other large constants. `emb` / `other` left as None take the setting's own
+    default (CompressOptions fills them in)."""
 
     fc: float
     conv: float
+    emb: float | None = None
+    other: float | None = None
 
     def for_kind(self, kind: str):
-        return self.fc if kind == "fc" else self.conv
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind of tensor {kind!r}")
+        return getattr(self, kind)
+
+    def with_defaults(self, default: "PerKind") -> "PerKind":
+        return PerKind(*(default.for_kind(k) if self.for_kind(k) is None else self.for_kind(k) for k in KINDS))
 
 
 def parse_per_kind(text: str, option: str, convert, default: PerKind) -> PerKind:
-    """'5' (both kinds) or 'fc=5,conv=8' (either or both; an omitted kind keeps its default)."""
+    """'5' (every kind) or 'fc=5,conv=8,emb=8,other=8' (any of them; an omitted kind keeps its default)."""
     text = str(text).strip()
     if "=" not in text:
         value = convert(text, option)
-        return PerKind(value, value)
-    values = {"fc": default.fc, "conv": default.conv}
+        return PerKind(value, value, value, value)
+    values = {k: default.for_kind(k) for k in KINDS}
     for part in text.split(","):
         key, sep, raw = part.partition("=")
         key = key.strip()
         if not sep or key not in KINDS:
-            raise ConfigError(f"{option}: expected B or fc=B,conv=B, got {text!r}")
+            raise ConfigError(f"{option}: expected B or KIND=B,... with KIND one of {', '.join(KINDS)}, got {text!r}")
         values[key] = convert(raw.strip(), option)
-    return PerKind(values["fc"], values["conv"])
+    return PerKind(*(values[k] for k in KINDS))
+
+
+def parse_kinds(text: str, option: str = "--kinds") -> frozenset:
+    kinds = {k.strip() for k in str(text).split(",") if k.strip()}
+    unknown = kinds - set(KINDS)
+    if unknown or not kinds:
+        raise ConfigError(f"{option}: expected a comma-separated list of {', '.join(KINDS)}, got {text!r}")
+    return frozenset(kinds)
 
 
 def sparsity_value(raw, option: str = "--sparsity") -> float:
@@ -81,13 +100,23 @@ def parse_layer_overrides(items, option: str, convert) -> dict[str, float]:
     return out
 
 
+DEFAULT_SPARSITY = PerKind(0.9, 0.5, 0.5, 0.0)
+DEFAULT_BITS = PerKind(5, 8, 8, 8)
+DEFAULT_INDEX_BITS = PerKind(5, 8, 4, 4)
+CONV_EXEC = ("auto", "sparse", "dense")
+
+
 @dataclass(frozen=True)
 class CompressOptions:
     # Paper-like defaults: FC layers keep 10%, 5-bit codebooks, 5-bit relative indices; conv layers keep
-    # 50%, 8-bit codebooks, 8-bit relative indices.
-    sparsity: PerKind = PerKind(0.9, 0.5)
-    bits: PerKind = PerKind(5, 8)
-    index_bits: PerKind = PerKind(5, 8)
+    # 50%, 8-bit codebooks, 8-bit relative indices. Beyond the paper: embedding tables keep 50% with 8-bit
+    # codebooks; other constants (unknown meaning: a mask, a scale table) are not pruned, only quantized to
+    # 8-bit codebooks.
+    sparsity: PerKind = DEFAULT_SPARSITY
+    bits: PerKind = DEFAULT_BITS
+    index_bits: PerKind = DEFAULT_INDEX_BITS
+    kinds: frozenset = frozenset(KINDS)  # which kinds of tensor are compressed
+    conv_exec: str = "auto"  # conv layers: sparse (DCSparseConv), dense (DCDecode + Conv) or auto (measured)
     layer_sparsity: dict = field(default_factory=dict)
     layer_bits: dict = field(default_factory=dict)
     init: str = "linear"
@@ -101,6 +130,15 @@ class CompressOptions:
     jobs: int = 1  # data-free layers compressed in parallel worker processes
 
     def __post_init__(self):
+        # Frozen: fill in the per-kind defaults through object.__setattr__ (once, at construction).
+        object.__setattr__(self, "sparsity", self.sparsity.with_defaults(DEFAULT_SPARSITY))
+        object.__setattr__(self, "bits", self.bits.with_defaults(DEFAULT_BITS))
+        object.__setattr__(self, "index_bits", self.index_bits.with_defaults(DEFAULT_INDEX_BITS))
+        object.__setattr__(self, "kinds", frozenset(self.kinds))
+        if not self.kinds or not self.kinds <= set(KINDS):
+            raise ConfigError(f"--kinds: expected some of {', '.join(KINDS)}, got {sorted(self.kinds)}")
+        if self.conv_exec not in CONV_EXEC:
+            raise ConfigError(f"--conv-exec: expected one of {', '.join(CONV_EXEC)}, got {self.conv_exec!r}")
         for kind in KINDS:
             sparsity_value(self.sparsity.for_kind(kind))
             weight_bits_value(self.bits.for_kind(kind))

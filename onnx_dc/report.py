@@ -8,7 +8,7 @@ from onnx import numpy_helper
 
 from .codec.payload import read_info
 from .codec.sparse import filler_symbol
-from .graph.rewrite import DOMAIN, META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, get_metadata
+from .graph.rewrite import DOMAIN, META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, PAYLOAD_INPUT, get_metadata
 
 
 @dataclass
@@ -30,20 +30,27 @@ class LayerReport:
     payload_bytes: int
     rate_pq: float  # "Compress rate (P+Q)": original / (fixed-width payload)
     rate_pqh: float  # "Compress rate (P+Q+H)": original / actual payload
+    kind: str = "fc"  # fc, conv, emb or other
+    execution: str = ""  # how onnxruntime runs it: sparse (the payload's own kernel) or dense (decoded once)
+    exec_reason: str = ""
+
+
+DEFAULT_KIND = {"DCSparseGemm": "fc", "DCSparseConv": "conv", "DCGather": "emb", "DCDecode": "other"}
+KIND_LABELS = {"fc": "fully-connected", "conv": "convolution", "emb": "embedding", "other": "other constants"}
 
 
 def layer_reports(model: onnx.ModelProto) -> list[LayerReport]:
     records = get_metadata(model, META_LAYERS, []) or []
-    label_of = {}
-    for r in records:
-        if isinstance(r, dict):
-            label_of.setdefault(r.get("node"), (r.get("weight"), r.get("op")))
-    payload_users: dict[str, list[tuple[str, str]]] = {}
+    record_of = {r.get("node"): r for r in records if isinstance(r, dict)}
+    payload_users: dict[str, list[tuple[str, str, dict]]] = {}
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type in ("DCSparseGemm", "DCDecode"):
-            payload = node.input[1] if node.op_type == "DCSparseGemm" else node.input[0]
-            weight, op = label_of.get(node.name, (None, None))
-            payload_users.setdefault(payload, []).append((weight or payload, op or node.op_type))
+        if node.domain == DOMAIN and node.op_type in PAYLOAD_INPUT and len(node.input) > PAYLOAD_INPUT[node.op_type]:
+            payload = node.input[PAYLOAD_INPUT[node.op_type]]
+            rec = dict(record_of.get(node.name, {}))
+            rec.setdefault("kind", DEFAULT_KIND[node.op_type])
+            rec.setdefault("exec", "dense" if node.op_type == "DCDecode" else "sparse")
+            payload_users.setdefault(payload, []).append((rec.get("weight") or payload, rec.get("op") or node.op_type,
+                                                          rec))
     inits = {t.name: t for t in model.graph.initializer}
     out = []
     for payload, users in payload_users.items():
@@ -55,14 +62,16 @@ def layer_reports(model: onnx.ModelProto) -> list[LayerReport]:
         filler_len = int(sections["index_lengths"][filler_symbol(info.index_bits)])
         fixed_bits = info.nnz * info.weight_bits + info.n_index_symbols * info.index_bits + 8 * info.overhead_bytes
         nnz = max(info.nnz, 1)
+        rec = users[0][2]
         out.append(LayerReport(
-            name=users[0][0], op="/".join(sorted({op for _, op in users})), shape=list(info.dims),
+            name=users[0][0], op="/".join(sorted({op for _, op, _ in users})), shape=list(info.dims),
             weights=weights, nnz=info.nnz, kept_pct=100.0 * info.nnz / max(weights, 1),
             weight_bits_pq=info.weight_bits, weight_bits_pqh=8 * info.weight_stream_bytes / nnz,
             index_bits_pq=info.index_bits, index_bits_pqh=8 * info.index_stream_bytes / nnz,
             fillers=info.fillers, filler_bits=info.fillers * filler_len, overhead_bytes=info.overhead_bytes,
             original_bytes=4 * weights, payload_bytes=info.total_size,
             rate_pq=32 * weights / max(fixed_bits, 1), rate_pqh=4 * weights / info.total_size,
+            kind=str(rec.get("kind")), execution=str(rec.get("exec")), exec_reason=str(rec.get("exec_reason") or ""),
         ))
     return out
 
@@ -85,6 +94,15 @@ def build_report(model: onnx.ModelProto, compressed_bytes: int | None = None) ->
         "rate_pq": 32 * weights / fixed_bits if fixed_bits else None,
         "rate_pqh": original / payload if payload else None,
     }
+    by_kind = {}
+    for kind in KIND_LABELS:
+        group = [layer for layer in layers if layer.kind == kind]
+        if group:
+            o, p = sum(x.original_bytes for x in group), sum(x.payload_bytes for x in group)
+            by_kind[kind] = {"tensors": len(group), "weights": sum(x.weights for x in group), "original_bytes": o,
+                             "payload_bytes": p, "ratio": o / p if p else None,
+                             "executed_sparse": sum(x.execution == "sparse" for x in group)}
+    totals["by_kind"] = by_kind
     original_file = get_metadata(model, META_ORIGINAL_BYTES)
     file = {"original_bytes": original_file, "compressed_bytes": compressed_bytes,
             "ratio": original_file / compressed_bytes if original_file and compressed_bytes else None}

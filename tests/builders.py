@@ -112,12 +112,136 @@ LAYER_VARIANTS = {
 }
 
 
-def random_feeds(model, batch=3, seq=5, seed=1) -> dict:
-    """Standard-normal inputs for every graph input: symbolic N/M/B dims get `batch`, others `seq`."""
+def random_feeds(model, batch=3, seq=5, seed=1, int_high=8) -> dict:
+    """Inputs for every graph input: standard-normal floats, integers in [0, int_high) for integer inputs
+    (token ids); symbolic N/M/B dims get `batch`, others `seq`."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for vi in model.graph.input:
         dims = [d.dim_value if d.HasField("dim_value") else (batch if d.dim_param in ("N", "M", "B") else seq)
                 for d in vi.type.tensor_type.shape.dim]
-        feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        if np.issubdtype(dtype, np.integer):
+            feeds[vi.name] = rng.integers(0, int_high, dims).astype(dtype)
+        else:
+            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
     return feeds
+
+
+# --- Whole-model quirks (issue 8): weights as exporters really write them ------------------------------------
+
+
+def constant_chain(kind: str, k=64, n=48, seed=0, opset=OPSET) -> onnx.ModelProto:
+    """A MatMul whose weight is reached through Identity / Cast (from float16) / Transpose of a constant,
+    or a Gemm whose weight is such a chain, as exporters write them."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    nodes = []
+    if kind == "identity":
+        inits = [numpy_helper.from_array(w, "W0")]
+        nodes.append(helper.make_node("Identity", ["W0"], ["W1"], name="alias"))
+        nodes.append(helper.make_node("Identity", ["W1"], ["W"], name="alias2"))
+    elif kind == "cast":
+        inits = [numpy_helper.from_array(w.astype(np.float16), "W16")]
+        nodes.append(helper.make_node("Cast", ["W16"], ["W"], name="to_float", to=TensorProto.FLOAT))
+    elif kind == "transpose":
+        inits = [numpy_helper.from_array(np.ascontiguousarray(w.T), "WT")]
+        nodes.append(helper.make_node("Transpose", ["WT"], ["W"], name="t", perm=[1, 0]))
+    elif kind == "constant_transpose":
+        nodes.append(helper.make_node("Constant", [], ["WT"], name="c", value=numpy_helper.from_array(np.ascontiguousarray(w.T))))
+        nodes.append(helper.make_node("Transpose", ["WT"], ["W"], name="t"))
+        inits = []
+    else:
+        raise ValueError(kind)
+    nodes.append(helper.make_node("MatMul", ["X", "W"], ["Y"], name="matmul"))
+    return _model(nodes, [_vi("X", ["N", k])], [_vi("Y", ["N", n])], inits, opset)
+
+
+def embedding(vocab=300, dim=32, n=16, seed=0, opset=OPSET, index_type=TensorProto.INT64) -> onnx.ModelProto:
+    """Token embedding (Gather on a constant table) followed by a projection, like a BERT input layer."""
+    rng = np.random.default_rng(seed)
+    table = rng.standard_normal((vocab, dim)).astype(np.float32)
+    w = (rng.standard_normal((dim, n)) / np.sqrt(dim)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"], name="gather"),
+             helper.make_node("MatMul", ["emb", "W"], ["Y"], name="proj")]
+    ids = helper.make_tensor_value_info("ids", index_type, ["N", "S"])
+    return _model(nodes, [ids], [_vi("Y", ["N", "S", n])],
+                  [numpy_helper.from_array(table, "table"), numpy_helper.from_array(w, "W")], opset)
+
+
+def conv_variant(cin=8, cout=16, ksize=3, stride=1, pad=1, group=1, dilation=1, size=12, seed=0, opset=OPSET,
+                 auto_pad=None) -> onnx.ModelProto:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((cout, cin // group, ksize, ksize)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    attrs = dict(strides=[stride, stride], group=group, dilations=[dilation, dilation], kernel_shape=[ksize, ksize])
+    if auto_pad:
+        attrs["auto_pad"] = auto_pad
+    else:
+        attrs["pads"] = [pad] * 4
+    node = helper.make_node("Conv", ["X", "W", "B"], ["Y"], name="conv", **attrs)
+    return _model([node], [_vi("X", ["N", cin, size, size])], [_vi("Y", ["N", cout, "H", "W"])],
+                  [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")], opset)
+
+
+def large_constants(n=64, seed=0, opset=OPSET) -> onnx.ModelProto:
+    """Float constants no FC/Conv/Gather takes: a positional table added to the input and a scale table
+    multiplied in (stored compressed, decoded once per session for the unchanged Add and Mul)."""
+    rng = np.random.default_rng(seed)
+    pos = rng.standard_normal((16, n)).astype(np.float32)
+    scale = (1 + 0.1 * rng.standard_normal((16, n))).astype(np.float32)
+    nodes = [helper.make_node("Add", ["X", "pos"], ["a"], name="add_pos"),
+             helper.make_node("Mul", ["a", "scale"], ["Y"], name="scale")]
+    return _model(nodes, [_vi("X", ["N", 16, n])], [_vi("Y", ["N", 16, n])],
+                  [numpy_helper.from_array(pos, "pos"), numpy_helper.from_array(scale, "scale")], opset)
+
+
+def foreign_domains(seed=0) -> onnx.ModelProto:
+    """An MLP with a com.microsoft Gelu and an ai.onnx.ml Normalizer between its layers (left untouched)."""
+    rng = np.random.default_rng(seed)
+    w1 = (rng.standard_normal((48, 64)) / 8).astype(np.float32)
+    w2 = (rng.standard_normal((10, 48)) / 7).astype(np.float32)
+    nodes = [helper.make_node("Gemm", ["X", "W1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Gelu", ["h"], ["g"], name="gelu", domain="com.microsoft"),
+             helper.make_node("Normalizer", ["g"], ["nrm"], name="normalize", domain="ai.onnx.ml", norm="L2"),
+             helper.make_node("Gemm", ["nrm", "W2"], ["Y"], name="fc2", transB=1)]
+    graph = helper.make_graph(nodes, "g", [_vi("X", ["N", 64])], [_vi("Y", ["N", 10])],
+                              [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1),
+                                                    helper.make_opsetid("ai.onnx.ml", 3)])
+    model.ir_version = 8
+    return model
+
+
+def mlp_at_opset(opset: int) -> onnx.ModelProto:
+    m = mlp((64, 48, 32, 10))
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("", opset))
+    m.ir_version = 7 if opset <= 13 else 10
+    onnx.checker.check_model(m)
+    return m
+
+
+# Exporter quirks and whole-model kinds; compared in onnxruntime (some use ops the reference evaluator lacks).
+QUIRK_VARIANTS = {
+    "identity_chain": lambda: constant_chain("identity"),
+    "cast_fp16_chain": lambda: constant_chain("cast"),
+    "transpose_chain": lambda: constant_chain("transpose"),
+    "constant_node_transpose": lambda: constant_chain("constant_transpose"),
+    "embedding_int64": lambda: embedding(),
+    "embedding_int32": lambda: embedding(index_type=TensorProto.INT32),
+    "conv_3x3": lambda: conv_variant(),
+    "conv_1x1": lambda: conv_variant(ksize=1, pad=0),
+    "conv_5x5_stride2": lambda: conv_variant(ksize=5, stride=2, pad=2),
+    "conv_dilated": lambda: conv_variant(dilation=2, pad=2),
+    "conv_same_upper": lambda: conv_variant(stride=2, auto_pad="SAME_UPPER"),
+    "conv_grouped": lambda: conv_variant(group=2),
+    "conv_depthwise": lambda: conv_variant(cin=16, cout=16, group=16),
+    "large_constants": lambda: large_constants(),
+    "foreign_domains": lambda: foreign_domains(),
+    "opset11_mlp": lambda: mlp_at_opset(11),
+    "opset11_embedding": lambda: embedding(opset=11),
+    "opset11_conv": lambda: conv_variant(opset=11),
+    f"opset{onnx.defs.onnx_opset_version()}_mlp": lambda: mlp_at_opset(onnx.defs.onnx_opset_version()),
+    f"opset{onnx.defs.onnx_opset_version()}_conv": lambda: conv_variant(opset=onnx.defs.onnx_opset_version()),
+}

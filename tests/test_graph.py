@@ -1,5 +1,6 @@
 """Graph rewrite: every layer variant compresses, and the compressed model (reference oracle) computes
 what the decompressed model computes in onnxruntime."""
+import dataclasses
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -90,15 +91,24 @@ def test_shared_weight_is_compressed_once(tmp_path):
     _assert_equivalent(tmp_path, compressed, dense, original)
 
 
-def test_transA_is_skipped_with_a_reason(tmp_path):
+def test_transA_weight_is_stored_compressed_and_decoded_with_the_reason(tmp_path):
     m = builders.gemm()
     m.graph.node[0].attribute.append(onnx.helper.make_attribute("transA", 1))
     src = builders.save(m, tmp_path / "in.onnx")
+    # Without the "other" kind the Gemm cannot take it: nothing to compress, and the reason says why.
+    fc_only = dataclasses.replace(OPTS, kinds=frozenset({"fc", "conv"}))
     with pytest.raises(onnx_dc.NothingToCompress, match="transA"):
-        onnx_dc.compress(src, tmp_path / "out.onnx", OPTS)
+        onnx_dc.compress(src, tmp_path / "out.onnx", fc_only)
     assert not (tmp_path / "out.onnx").exists()
-    result = onnx_dc.compress(src, tmp_path / "out.onnx", CompressOptions(min_weights=16, allow_unchanged=True))
+    result = onnx_dc.compress(src, tmp_path / "out.onnx", CompressOptions(min_weights=16, allow_unchanged=True,
+                                                                          kinds=frozenset({"fc", "conv"})))
     assert "transA" in result.skipped[0].reason and not result.report["layers"]
+    # By default it is stored compressed and decoded once per session for the unchanged Gemm.
+    result = onnx_dc.compress(src, tmp_path / "out2.onnx", OPTS)
+    (layer,) = result.report["layers"]
+    assert layer["kind"] == "other" and layer["execution"] == "dense" and "transA" in layer["exec_reason"]
+    compressed = onnx.load(tmp_path / "out2.onnx")
+    assert [n.op_type for n in compressed.graph.node] == ["DCDecode", "Gemm"]
 
 
 def test_small_layers_are_left_alone_with_reason(tmp_path):

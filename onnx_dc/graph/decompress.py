@@ -6,7 +6,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..codec.payload import read_payload
-from .rewrite import DOMAIN, META_LAYERS, _Names, get_metadata
+from .rewrite import DOMAIN, META_LAYERS, PAYLOAD_INPUT, _Names, get_metadata
 
 
 def decode_dense_fast(blob: bytes) -> np.ndarray:
@@ -36,8 +36,10 @@ def decompress_model(model: onnx.ModelProto) -> onnx.ModelProto:
     g = out.graph
     records = {r["node"]: r for r in get_metadata(model, META_LAYERS, []) or [] if isinstance(r, dict) and "node" in r}
     inits = {t.name: t for t in g.initializer}
-    payload_names = {n.input[1] if n.op_type == "DCSparseGemm" else n.input[0]
-                     for n in g.node if n.domain == DOMAIN and n.input}
+    for n in g.node:
+        if n.domain == DOMAIN and (n.op_type not in PAYLOAD_INPUT or len(n.input) <= PAYLOAD_INPUT[n.op_type]):
+            raise ValueError(f"unknown operator {DOMAIN}.{n.op_type} or missing payload input (node {n.name!r})")
+    payload_names = {n.input[PAYLOAD_INPUT[n.op_type]] for n in g.node if n.domain == DOMAIN}
     decoded = {}
     for name in payload_names:
         if name not in inits:
@@ -69,8 +71,18 @@ def decompress_model(model: onnx.ModelProto) -> onnx.ModelProto:
             out_name = node.output[0]
             new_inits[out_name] = numpy_helper.from_array(decoded[node.input[0]], out_name)
             continue
-        if node.op_type != "DCSparseGemm":
-            raise ValueError(f"unknown operator {DOMAIN}.{node.op_type} (node {node.name!r})")
+        if node.op_type == "DCSparseConv":
+            w = dense_weight(node.input[1], False, rec.get("weight") or f"{node.input[1]}_dense")
+            conv = helper.make_node("Conv", [node.input[0], w] + [i for i in node.input[2:3] if i], [node.output[0]],
+                                    name=node.name)
+            conv.attribute.extend(node.attribute)
+            new_nodes.append(conv)
+            continue
+        if node.op_type == "DCGather":
+            w = dense_weight(node.input[0], False, rec.get("weight") or f"{node.input[0]}_dense")
+            new_nodes.append(helper.make_node("Gather", [w, node.input[1]], [node.output[0]], name=node.name,
+                                              axis=int(rec.get("axis", 0))))
+            continue
         x, payload = node.input[0], node.input[1]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         preferred = rec.get("weight") or f"{payload}_dense"

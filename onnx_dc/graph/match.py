@@ -80,11 +80,14 @@ class WeightSource:
 @dataclass
 class Layer:
     weight_name: str
-    kind: str  # "fc" or "conv"
-    source: WeightSource  # fc: W [N, K] (alpha applied); conv: the kernel as stored
-    uses: list = field(default_factory=list)  # FcUse for fc; the consuming nodes for conv
+    kind: str  # "fc", "conv", "emb" (a Gather table) or "other" (any constant, decoded once per session)
+    source: WeightSource  # fc: W [N, K] (alpha applied); others: the tensor as stored
+    uses: list = field(default_factory=list)  # FcUse for fc; the consuming nodes otherwise
     conv_bias: np.ndarray | None = None  # conv with one consumer: its bias (zeros if it has none)
     new_conv_bias: np.ndarray | None = None  # set by data-aware compression: the refitted conv bias
+    exec: str | None = None  # conv: "sparse" (DCSparseConv) or "dense" (DCDecode + Conv); None: not chosen yet
+    exec_reason: str = ""  # why that form (measured times, or what rules the other out)
+    input_dims: list | None = None  # conv: the inferred input shape of each consuming node (None: unknown)
 
     @property
     def weight(self) -> np.ndarray:
@@ -113,9 +116,9 @@ class Layer:
 
     @property
     def op_label(self) -> str:
-        if self.kind == "conv":
-            return "Conv"
-        return "/".join(sorted({u.op for u in self.uses}))
+        if self.kind == "fc":
+            return "/".join(sorted({u.op for u in self.uses}))
+        return "/".join(sorted({n.op_type for n in self.uses}))
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,7 @@ class Skipped:
 class GraphIndex:
     """Producers, consumers and constants of a model's main graph."""
 
-    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None):
+    def __init__(self, model: onnx.ModelProto, base_dir: str | None = None, infer: bool = True):
         graph = model.graph
         self.graph = graph
         self.base_dir = base_dir
@@ -147,7 +150,8 @@ class GraphIndex:
                 if name:
                     self.consumers.setdefault(name, []).append((node, i))
         self.subgraph_refs = names_used_in_subgraphs(graph)
-        self.shapes = _inferred_ranks(model)
+        self.dims = _inferred_dims(model) if infer else {}
+        self.shapes = {name: len(d) for name, d in self.dims.items()}  # ranks
 
     def constant_tensor(self, name: str) -> onnx.TensorProto | None:
         """The TensorProto holding `name` if it is a constant the graph cannot override, else None."""
@@ -186,18 +190,19 @@ def names_used_in_subgraphs(graph: onnx.GraphProto) -> set[str]:
     return used
 
 
-def _inferred_ranks(model: onnx.ModelProto) -> dict[str, int]:
-    """Rank of each value that shape inference knows (best effort; an unknown rank is simply absent)."""
+def _inferred_dims(model: onnx.ModelProto) -> dict[str, list]:
+    """Shape of each value that shape inference knows: a list of ints, or None for a symbolic dimension
+    (best effort; an unknown rank is simply absent)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     except Exception:  # shape inference is advisory here: a model it cannot handle still compresses
         inferred = model
-    ranks = {}
+    dims = {}
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         t = vi.type.tensor_type
         if vi.type.HasField("tensor_type") and t.HasField("shape"):
-            ranks[vi.name] = len(t.shape.dim)
-    return ranks
+            dims[vi.name] = [int(d.dim_value) if d.HasField("dim_value") else None for d in t.shape.dim]
+    return dims
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -273,48 +278,118 @@ def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse | None, We
     return use, source, None
 
 
-def find_layers(model: onnx.ModelProto, min_weights: int = 0, base_dir: str | None = None
-                ) -> tuple[list[Layer], list[Skipped]]:
-    """Every compressible weight of the main graph, and every FC/Conv node left alone with its reason.
-    `base_dir`: where the model's external data files are (weights are read from them only when used)."""
+WEIGHT_INPUT = {"Gemm": 1, "MatMul": 1, "Conv": 1, "Gather": 0}  # which input of each op is the weight
+
+
+def _kind_of(node: onnx.NodeProto) -> str:
+    return {"Conv": "conv", "Gather": "emb"}.get(node.op_type, "fc")
+
+
+def find_layers(model: onnx.ModelProto, min_weights: int = 0, base_dir: str | None = None,
+                kinds=("fc", "conv", "emb", "other")) -> tuple[list[Layer], list[Skipped]]:
+    """Every compressible weight of the main graph, and every weight left alone with its reason.
+    `base_dir`: where the model's external data files are (weights are read from them only when used).
+    `kinds`: which kinds of tensor to compress (fc, conv, emb, other)."""
     index = GraphIndex(model, base_dir)
     layers: list[Layer] = []
     skipped: list[Skipped] = []
     by_weight: dict[str, list[onnx.NodeProto]] = {}
     for node in index.graph.node:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in ("", "ai.onnx") or node.op_type not in WEIGHT_INPUT:
             continue
-        if node.op_type in FC_OPS + ("Conv",) and len(node.input) > 1 and node.input[1]:
-            by_weight.setdefault(node.input[1], []).append(node)
+        pos = WEIGHT_INPUT[node.op_type]
+        if len(node.input) <= pos or not node.input[pos]:
+            continue
+        if pos == 1 or _is_float_constant(index, node.input[pos]):  # Gather: only a float table is a weight
+            by_weight.setdefault(node.input[pos], []).append(node)
 
+    claimed: set[str] = set()  # weights handled (or reported) here, and the biases that stay float32
+    fallback: list[tuple[str, str]] = []  # (weight, why its op cannot take it): stored as "other" instead
     for weight_name, nodes in by_weight.items():
         label = nodes[0].op_type
         if not index.is_constant_source(weight_name):
-            skipped.append(Skipped(weight_name, label, "weight is not a constant (computed at run time or a graph input)"))
+            claimed.add(weight_name)
+            if weight_name in index.graph_inputs:  # an activation is not a weight; an overridable one is
+                skipped.append(Skipped(weight_name, label, "weight is a graph input (it may be overridden at run time)"))
+            continue
+        if weight_name in index.subgraph_refs or weight_name in index.graph_outputs:
+            claimed.add(weight_name)
+            skipped.append(Skipped(weight_name, label, "weight is also used inside a subgraph or as a graph output"))
             continue
         # Every use of the weight must be rewritten, or the dense tensor would have to stay in the file.
         all_uses = index.consumers.get(weight_name, [])
-        others = [n for n, i in all_uses if not (i == 1 and n.op_type in FC_OPS + ("Conv",))]
-        if weight_name in index.subgraph_refs or weight_name in index.graph_outputs:
-            skipped.append(Skipped(weight_name, label, "weight is also used inside a subgraph or as a graph output"))
-            continue
-        kinds = {"Conv" if n.op_type == "Conv" else "fc" for n in nodes}
-        if len(kinds) > 1 or others:
+        others = [n for n, i in all_uses if not (n.op_type in WEIGHT_INPUT and i == WEIGHT_INPUT[n.op_type]
+                                                 and n.domain in ("", "ai.onnx"))]
+        layer_kinds = {_kind_of(n) for n in nodes}
+        if len(layer_kinds) > 1 or others:
             other = (others or [n for n in nodes if n.op_type != nodes[0].op_type])[0]
-            skipped.append(Skipped(weight_name, label,
-                                   f"weight is also used by {other.op_type} node {other.name or '(unnamed)'}"))
+            fallback.append((weight_name, f"also used by {other.op_type} node {other.name or '(unnamed)'}"))
             continue
-        if "Conv" in kinds:
+        (kind,) = layer_kinds
+        if kind == "conv":
             layer, reason = _conv_layer(weight_name, nodes, index)
+        elif kind == "emb":
+            layer, reason = _emb_layer(weight_name, nodes, index)
         else:
             layer, reason = _fc_layer(weight_name, nodes, index)
+        if layer is None and reason and _fallback_eligible(index.constant_tensor(weight_name)):
+            fallback.append((weight_name, reason))
+            continue
+        claimed.add(weight_name)
         if reason is None and layer.size < min_weights:
             reason = f"{layer.size} weights, below the minimum of {min_weights} (--min-weights)"
+        if reason is None and kind not in kinds:
+            reason = f"{kind} tensors are not in --kinds"
         if reason:
             skipped.append(Skipped(weight_name, label, reason))
+            continue
+        layers.append(layer)
+        if kind == "fc":
+            claimed.update(u.bias_source for u in layer.uses if u.bias_source)
         else:
-            layers.append(layer)
+            claimed.update(n.input[2] for n in nodes if n.op_type == "Conv" and len(n.input) > 2 and n.input[2])
+
+    # Any other large float constant: stored compressed and decoded once per session (DCDecode), so the
+    # whole file shrinks; its consumers run unchanged.
+    notes = dict(fallback)
+    candidates = [t.name for t in index.graph.initializer] + list(index.constant_nodes)
+    for name in candidates:
+        if name in claimed or name in index.graph_inputs:
+            continue
+        claimed.add(name)
+        tensor = index.constant_tensor(name)
+        if not _fallback_eligible(tensor) or not index.consumers.get(name):
+            continue
+        size = int(np.prod([int(d) for d in tensor.dims], dtype=np.int64))
+        users = [n for n, _ in index.consumers[name]]
+        label = "/".join(sorted({n.op_type for n in users}))
+        if name in index.subgraph_refs or name in index.graph_outputs:
+            if name in notes:
+                skipped.append(Skipped(name, label, "also used inside a subgraph or as a graph output"))
+            continue
+        reason = None
+        if size < min_weights:
+            reason = f"{size} weights, below the minimum of {min_weights} (--min-weights)" if name in notes else ""
+        elif "other" not in kinds:
+            reason = f"{notes[name]}; other tensors are not in --kinds" if name in notes else ""
+        if reason is not None:
+            if reason:
+                skipped.append(Skipped(name, label, reason))
+            continue
+        layers.append(Layer(name, "other", WeightSource(tensor, index.base_dir), users,
+                            exec="dense", exec_reason=notes.get(name, "")))
     return layers, skipped
+
+
+def _is_float_constant(index: GraphIndex, name: str) -> bool:
+    tensor = index.constant_tensor(name)
+    return tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT
+
+
+def _fallback_eligible(tensor: onnx.TensorProto | None) -> bool:
+    """A float32 constant of at least one element that DCDecode can stand for."""
+    return (tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and 1 <= len(tensor.dims) <= 8
+            and all(int(d) > 0 for d in tensor.dims))
 
 
 def _fc_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
@@ -338,9 +413,9 @@ def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
     if len(tensor.dims) != 4:
         return None, f"Conv weight of rank {len(tensor.dims)}; only 2-D convolutions (4-D kernels) are compressed"
     out_channels = int(tensor.dims[0])
-    for node in nodes:
-        if int(_attr(node, "group", 1)) != 1:
-            return None, "grouped or depthwise Conv (group > 1) is not compressed yet"
+    exec_form, exec_reason = None, ""
+    if any(int(_attr(node, "group", 1)) != 1 for node in nodes):
+        exec_form, exec_reason = "dense", "group > 1: the sparse convolution runs group 1 only"
     bias = None
     if len(nodes) == 1:
         node = nodes[0]
@@ -349,4 +424,20 @@ def _conv_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
             bias = bias.astype(np.float32) if bias is not None and bias.shape == (out_channels,) else None
         else:
             bias = np.zeros(out_channels, np.float32)
-    return Layer(weight_name, "conv", WeightSource(tensor, index.base_dir), list(nodes), conv_bias=bias), None
+    layer = Layer(weight_name, "conv", WeightSource(tensor, index.base_dir), list(nodes), conv_bias=bias,
+                  exec=exec_form, exec_reason=exec_reason)
+    layer.input_dims = [index.dims.get(n.input[0]) for n in nodes]
+    return layer, None
+
+
+def _emb_layer(weight_name, nodes, index) -> tuple[Layer | None, str | None]:
+    tensor = index.constant_tensor(weight_name)
+    reason = _check_weight(tensor, weight_name)
+    if reason:
+        return None, reason
+    if len(tensor.dims) != 2:
+        return None, f"Gather table of rank {len(tensor.dims)}; DCGather takes 2-D tables"
+    for node in nodes:
+        if int(_attr(node, "axis", 0)) not in (0, -2):
+            return None, f"Gather along axis {_attr(node, 'axis', 0)}; DCGather gathers rows (axis 0)"
+    return Layer(weight_name, "emb", WeightSource(tensor, index.base_dir), list(nodes)), None

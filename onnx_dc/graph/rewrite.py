@@ -15,6 +15,16 @@ META_LAYERS = "onnx_dc.layers"
 META_SKIPPED = "onnx_dc.skipped"
 META_ORIGINAL_BYTES = "onnx_dc.original_bytes"
 META_VERSION = "onnx_dc.version"
+# Which input of each onnx_dc operator is its payload (docs/OPERATOR.md).
+PAYLOAD_INPUT = {"DCSparseGemm": 1, "DCSparseConv": 1, "DCDecode": 0, "DCGather": 0}
+CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
 
 
 class _Names:
@@ -69,15 +79,46 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
         new_inits.append(numpy_helper.from_array(np.frombuffer(payloads[layer.weight_name], dtype=np.uint8),
                                                  payload_name))
         detached.add(layer.weight_name)
-        if layer.kind == "conv":
-            # The dense kernel keeps its name, now produced by a decode node; every consumer runs unchanged.
+        if layer.kind == "emb":
+            for node in layer.uses:
+                gather = helper.make_node("DCGather", [payload_name, node.input[1]], [node.output[0]],
+                                          name=node.name or names.fresh(f"{layer.weight_name}_dc_gather"), domain=DOMAIN)
+                replace[by_id[id(node)]] = [gather]
+                if node.output[0] in types and node.output[0] not in {o.name for o in g.output}:
+                    value_infos.append(types[node.output[0]])
+                records.append({"node": gather.name, "op": "Gather", "kind": "emb", "weight": layer.weight_name,
+                                "axis": _int_attr(node, "axis", 0)})
+            continue
+        if layer.kind == "conv" and layer.exec == "sparse":
+            bias_override = None
+            if layer.new_conv_bias is not None:
+                bias_override = names.fresh(f"{layer.weight_name}_dc_bias")
+                new_inits.append(numpy_helper.from_array(layer.new_conv_bias.astype(np.float32), bias_override))
+            for conv in layer.uses:
+                bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else ""
+                if bias_override:
+                    detached.add(bias)
+                    bias = bias_override
+                node = helper.make_node("DCSparseConv", [conv.input[0], payload_name] + ([bias] if bias else []),
+                                        [conv.output[0]], name=conv.name or names.fresh(f"{layer.weight_name}_dc_conv"),
+                                        domain=DOMAIN)
+                node.attribute.extend(a for a in conv.attribute if a.name in CONV_ATTRIBUTES)
+                replace[by_id[id(conv)]] = [node]
+                if conv.output[0] in types and conv.output[0] not in {o.name for o in g.output}:
+                    value_infos.append(types[conv.output[0]])
+                records.append({"node": node.name, "op": "Conv", "kind": "conv", "weight": layer.weight_name,
+                                "exec": "sparse", "exec_reason": layer.exec_reason})
+            continue
+        if layer.kind in ("conv", "other"):
+            # The dense tensor keeps its name, now produced by a decode node; every consumer runs unchanged.
             node = helper.make_node("DCDecode", [payload_name], [layer.weight_name],
                                     name=names.fresh(f"{layer.weight_name}_dc_decode"), domain=DOMAIN)
             prepend.append(node)
             redefined.add(layer.weight_name)
             value_infos.append(helper.make_tensor_value_info(layer.weight_name, onnx.TensorProto.FLOAT,
                                                              list(layer.shape)))
-            records.append({"node": node.name, "op": "Conv", "weight": layer.weight_name})
+            records.append({"node": node.name, "op": layer.op_label, "kind": layer.kind, "weight": layer.weight_name,
+                            "exec": "dense", "exec_reason": layer.exec_reason})
             if layer.new_conv_bias is not None:
                 (conv,) = layer.uses
                 bias_name = names.fresh(f"{layer.weight_name}_dc_bias")
@@ -108,7 +149,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             if use.output in types and use.output not in {o.name for o in g.output}:
                 value_infos.append(types[use.output])
             records.append({
-                "node": node.name, "op": use.op, "weight": layer.weight_name, "trans_b": use.trans_b,
+                "node": node.name, "op": use.op, "kind": "fc", "weight": layer.weight_name, "trans_b": use.trans_b,
                 "original_node": use.node.name, "add_node": use.add_node.name if use.add_node else None,
                 "matmul_output": use.node.output[0] if use.add_node else None,
             })
