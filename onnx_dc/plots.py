@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from .codec.payload import read_payload
 from .codec.sparse import encode_relative
 from .graph.model_io import ModelError, load_model
-from .graph.rewrite import DOMAIN, META_LAYERS, get_metadata
+from .graph.rewrite import DOMAIN, META_LAYERS, PAYLOAD_INPUT, get_metadata
 
 
 def _pyplot():
@@ -33,8 +33,8 @@ def _payloads(model: onnx.ModelProto) -> dict[str, bytes]:
     inits = {t.name: t for t in model.graph.initializer}
     out = {}
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type in ("DCSparseGemm", "DCDecode"):
-            payload = node.input[1] if node.op_type == "DCSparseGemm" else node.input[0]
+        if node.domain == DOMAIN and node.op_type in PAYLOAD_INPUT and len(node.input) > PAYLOAD_INPUT[node.op_type]:
+            payload = node.input[PAYLOAD_INPUT[node.op_type]]
             if payload in inits:
                 out.setdefault(weight_of.get(node.name) or payload, numpy_helper.to_array(inits[payload]).tobytes())
     return out
