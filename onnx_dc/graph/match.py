@@ -387,8 +387,10 @@ def _is_float_constant(index: GraphIndex, name: str) -> bool:
 
 
 def _fallback_eligible(tensor: onnx.TensorProto | None) -> bool:
-    """A float32 constant of at least one element that DCDecode can stand for."""
-    return (tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and 1 <= len(tensor.dims) <= 8
+    """A float32 constant DCDecode can stand for. Rank 2 or more: vectors (biases, BatchNorm and LayerNorm
+    parameters) stay float32 like the FC biases — they are small, and onnxruntime fuses them into their
+    neighbours only while they are initializers."""
+    return (tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT and 2 <= len(tensor.dims) <= 8
             and all(int(d) > 0 for d in tensor.dims))
 
 
