@@ -22,7 +22,9 @@ FOLDABLE = ("Identity", "Cast", "Transpose")
 
 def fold_constant_chains(model: onnx.ModelProto, base_dir: str | None = None) -> tuple[onnx.ModelProto, int]:
     """(the model with constant Identity/Cast/Transpose chains folded, how many nodes were folded).
-    The input model is not modified."""
+    The input model is not modified (and is returned as it is when there is nothing to fold: no copy)."""
+    if not any(n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") for n in model.graph.node):
+        return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
