@@ -38,8 +38,8 @@ inline __m128 Sum4(const float* __restrict x, const Col* __restrict c) {
 
 template <typename Col>
 void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float* __restrict bias,
-                    float* __restrict y, uint64_t r0, uint64_t r1) {
-  if (w.nnz == 0) return FillBias(bias, y, r0, r1);
+                    float* __restrict y, YStrides ys, uint64_t r0, uint64_t r1) {
+  if (w.nnz == 0) return FillBias(bias, y, ys.out, r0, r1);
   const Col* __restrict col = Columns<Col>(w);
   const float* __restrict wt = w.weight.data();  // blocks + 4 floats: a 4-float load at any block is in bounds
   const uint64_t* __restrict rb = w.row_block.data();
@@ -68,23 +68,24 @@ void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float
     _mm_storeu_ps(a, acc);
     float v = (a[0] + a[1]) + (a[2] + a[3]);
     if (bias) v = v + bias[n];
-    y[n] = v;
+    y[n * ys.out] = v;
   }
 }
 
-void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, YStrides ys, uint64_t r0, uint64_t r1) {
   if (w.wide())
-    VectorRowsAvx2<uint32_t>(w, x, bias, y, r0, r1);
+    VectorRowsAvx2<uint32_t>(w, x, bias, y, ys, r0, r1);
   else
-    VectorRowsAvx2<uint16_t>(w, x, bias, y, r0, r1);
+    VectorRowsAvx2<uint16_t>(w, x, bias, y, ys, r0, r1);
 }
 
 template <int V>
-void TileN(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void TileN(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys, uint64_t r0,
+           uint64_t r1) {
   if (w.wide())
-    TileRowsT<uint32_t, V>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint32_t, V>(w, xt, valid, bias, y, ys, r0, r1);
   else
-    TileRowsT<uint16_t, V>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint16_t, V>(w, xt, valid, bias, y, ys, r0, r1);
 }
 
 // 8 rows x 8 columns of X (row stride k) -> 8 packed columns of width `width` (lanes lane0 .. lane0 + 7).
@@ -123,13 +124,13 @@ void Pack(const float* x, size_t rows, size_t k, size_t width, float* xt) {
   }
 }
 
-void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                uint64_t r1) {
-  DenseTileRows<1, 8>(w, xt, valid, bias, y, r0, r1);
+void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                uint64_t r0, uint64_t r1) {
+  DenseTileRows<1, 8>(w, xt, valid, bias, y, ys, r0, r1);
 }
-void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                 uint64_t r1) {
-  DenseTileRows<2, 4>(w, xt, valid, bias, y, r0, r1);
+void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                 uint64_t r0, uint64_t r1) {
+  DenseTileRows<2, 4>(w, xt, valid, bias, y, ys, r0, r1);
 }
 
 const KernelSet kAvx2 = {"avx2", Vector, TileN<1>, TileN<2>, Pack, DenseVectorRows, DenseTile8, DenseTile16};

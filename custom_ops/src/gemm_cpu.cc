@@ -26,35 +26,37 @@ namespace onnx_dc {
 namespace portable {
 namespace {
 
-void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void Vector(const BlockMatrix& w, const float* x, const float* bias, float* y, YStrides ys, uint64_t r0, uint64_t r1) {
   if (w.wide())
-    VectorRowsT<uint32_t>(w, x, bias, y, r0, r1);
+    VectorRowsT<uint32_t>(w, x, bias, y, ys, r0, r1);
   else
-    VectorRowsT<uint16_t>(w, x, bias, y, r0, r1);
+    VectorRowsT<uint16_t>(w, x, bias, y, ys, r0, r1);
 }
-void Tile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void Tile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys, uint64_t r0,
+           uint64_t r1) {
   if (w.wide())
-    TileRowsT<uint32_t, 1>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint32_t, 1>(w, xt, valid, bias, y, ys, r0, r1);
   else
-    TileRowsT<uint16_t, 1>(w, xt, valid, bias, y, r0, r1);
+    TileRowsT<uint16_t, 1>(w, xt, valid, bias, y, ys, r0, r1);
 }
 // 16-row tiles as two passes of 8 lanes: with 16 SSE registers, 4 chains of 16 lanes would not fit.
-void Tile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0, uint64_t r1) {
+void Tile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys, uint64_t r0,
+            uint64_t r1) {
   for (size_t lane = 0; lane < 16; lane += 8) {
     if (w.wide())
-      TileRowsT<uint32_t, 1, 16>(w, xt, valid, bias, y, r0, r1, lane);
+      TileRowsT<uint32_t, 1, 16>(w, xt, valid, bias, y, ys, r0, r1, lane);
     else
-      TileRowsT<uint16_t, 1, 16>(w, xt, valid, bias, y, r0, r1, lane);
+      TileRowsT<uint16_t, 1, 16>(w, xt, valid, bias, y, ys, r0, r1, lane);
   }
 }
 
-void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                uint64_t r1) {
-  DenseTileRows<1, 4>(w, xt, valid, bias, y, r0, r1);
+void DenseTile8(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                uint64_t r0, uint64_t r1) {
+  DenseTileRows<1, 4>(w, xt, valid, bias, y, ys, r0, r1);
 }
-void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                 uint64_t r1) {
-  for (size_t lane = 0; lane < 16; lane += 8) DenseTileRows<1, 4, 16>(w, xt, valid, bias, y, r0, r1, lane);
+void DenseTile16(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                 uint64_t r0, uint64_t r1) {
+  for (size_t lane = 0; lane < 16; lane += 8) DenseTileRows<1, 4, 16>(w, xt, valid, bias, y, ys, r0, r1, lane);
 }
 
 const KernelSet kScalar = {"scalar", Vector, Tile8, Tile16, PackGeneric, DenseVectorRows, DenseTile8, DenseTile16};
@@ -365,18 +367,20 @@ void SpmmTask(const BlockMatrix& w, const SpmmPlan& plan, const float* scratch, 
   const bool by_unit = w.form != Form::kDense;
   const size_t unit = by_unit ? task / plan.parts : task % plan.units;
   const size_t part = by_unit ? task % plan.parts : task / plan.units;
-  const uint64_t r0 = w.parts[part], r1 = w.parts[part + 1];
-  const size_t width = plan.unit_width(unit);
-  float* yu = y + plan.unit_first_row(unit) * w.rows;
-  const float* src = scratch + plan.unit_offset(unit);
+  RunPacked(w, scratch + plan.unit_offset(unit), plan.unit_width(unit), plan.unit_rows(unit), bias,
+            y + plan.unit_first_row(unit) * w.rows, YStrides{w.rows, 1}, w.parts[part], w.parts[part + 1]);
+}
+
+void RunPacked(const BlockMatrix& w, const float* packed, size_t width, size_t valid, const float* bias, float* y,
+               YStrides ys, uint64_t r0, uint64_t r1) {
   const KernelSet& k = *w.kernels;
   const bool dense = w.form == Form::kDense;
   if (width == 1)
-    (dense ? k.dense_vector : k.vector)(w, src, bias, yu, r0, r1);
+    (dense ? k.dense_vector : k.vector)(w, packed, bias, y, ys, r0, r1);
   else if (width == 8)
-    (dense ? k.dense_tile8 : k.tile8)(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
+    (dense ? k.dense_tile8 : k.tile8)(w, packed, valid, bias, y, ys, r0, r1);
   else
-    (dense ? k.dense_tile16 : k.tile16)(w, src, plan.unit_rows(unit), bias, yu, r0, r1);
+    (dense ? k.dense_tile16 : k.tile16)(w, packed, valid, bias, y, ys, r0, r1);
 }
 
 void SpmmSerial(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y) {

@@ -75,16 +75,26 @@ inline float BlockSum(const float* __restrict x, const Col* __restrict c) {
   return t;
 }
 
-inline void FillBias(const float* bias, float* y, uint64_t r0, uint64_t r1) {
-  for (uint64_t n = r0; n < r1; ++n) y[n] = bias ? bias[n] : 0.0f;
+inline void FillBias(const float* bias, float* y, uint64_t out_stride, uint64_t r0, uint64_t r1) {
+  for (uint64_t n = r0; n < r1; ++n) y[n * out_stride] = bias ? bias[n] : 0.0f;
+}
+
+// Output n of `lanes` lanes; contiguous lanes (DCSparseConv's pixels) in one copy.
+inline void StoreLanes(const float* out, size_t lanes, float* y, YStrides ys, uint64_t n) {
+  float* yn = y + n * ys.out;
+  if (ys.lane == 1) {
+    std::memcpy(yn, out, lanes * sizeof(float));
+  } else {
+    for (size_t b = 0; b < lanes; ++b) yn[b * ys.lane] = out[b];
+  }
 }
 
 // ---- one batch row ---------------------------------------------------------------------------------------
 
 template <typename Col>
 void VectorRowsT(const BlockMatrix& w, const float* __restrict x, const float* __restrict bias, float* __restrict y,
-                 uint64_t r0, uint64_t r1) {
-  if (w.nnz == 0) return FillBias(bias, y, r0, r1);
+                 YStrides ys, uint64_t r0, uint64_t r1) {
+  if (w.nnz == 0) return FillBias(bias, y, ys.out, r0, r1);
   const Col* __restrict col = Columns<Col>(w);
   const float* __restrict wt = w.weight.data();
   const uint64_t* __restrict rb = w.row_block.data();
@@ -103,7 +113,7 @@ void VectorRowsT(const BlockMatrix& w, const float* __restrict x, const float* _
     if (i + 2 < end) a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
     float v = (a0 + a1) + (a2 + a3);
     if (bias) v = v + bias[n];
-    y[n] = v;
+    y[n * ys.out] = v;
   }
 }
 
@@ -137,13 +147,12 @@ struct Tile {
 // unit; lanes at or beyond it are not stored).
 template <typename Col, int V, size_t W = 8 * V>
 void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
-               float* __restrict y, uint64_t r0, uint64_t r1, size_t lane = 0) {
-  const uint64_t ld = w.rows;
+               float* __restrict y, YStrides ys, uint64_t r0, uint64_t r1, size_t lane = 0) {
   if (lane >= valid) return;
   const size_t lanes = valid - lane < 8 * V ? valid - lane : 8 * V;
-  y += lane * ld;
+  y += lane * ys.lane;
   if (w.nnz == 0) {
-    for (size_t b = 0; b < lanes; ++b) FillBias(bias, y + b * ld, r0, r1);
+    for (size_t b = 0; b < lanes; ++b) FillBias(bias, y + b * ys.lane, ys.out, r0, r1);
     return;
   }
   const Tile<Col, V, W> tile{Columns<Col>(w), w.weight.data(), xt + lane};
@@ -167,7 +176,7 @@ void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, c
       if (bias) r = r + bias[n];
       std::memcpy(out + 8 * v, &r, sizeof r);
     }
-    for (size_t b = 0; b < lanes; ++b) y[b * ld + n] = out[b];
+    StoreLanes(out, lanes, y, ys, n);
   }
 }
 
@@ -194,7 +203,7 @@ inline void DensePanels(const BlockMatrix& w, const float* __restrict x, uint64_
 }
 
 inline void DenseVectorRows(const BlockMatrix& w, const float* __restrict x, const float* __restrict bias,
-                            float* __restrict y, uint64_t r0, uint64_t r1) {
+                            float* __restrict y, YStrides ys, uint64_t r0, uint64_t r1) {
   const uint64_t p1 = (r1 + kPanel - 1) / kPanel;
   uint64_t p = r0 / kPanel;
   auto store = [&](uint64_t panel, const V8& v) {
@@ -202,7 +211,7 @@ inline void DenseVectorRows(const BlockMatrix& w, const float* __restrict x, con
     std::memcpy(out, &v, sizeof out);
     for (uint64_t j = 0; j < kPanel && panel * kPanel + j < r1; ++j) {
       const uint64_t n = panel * kPanel + j;
-      y[n] = bias ? out[j] + bias[n] : out[j];
+      y[n * ys.out] = bias ? out[j] + bias[n] : out[j];
     }
   };
   for (; p + 4 <= p1; p += 4) {
@@ -220,11 +229,11 @@ inline void DenseVectorRows(const BlockMatrix& w, const float* __restrict x, con
 // Batch lanes [lane, lane + 8V) of a packed unit W floats wide; R outputs at once (R divides kPanel).
 template <int V, int R, size_t W = 8 * V>
 void DenseTileRows(const BlockMatrix& w, const float* __restrict xt, size_t valid, const float* __restrict bias,
-                   float* __restrict y, uint64_t r0, uint64_t r1, size_t lane = 0) {
-  const uint64_t ld = w.rows, k_all = w.cols;
+                   float* __restrict y, YStrides ys, uint64_t r0, uint64_t r1, size_t lane = 0) {
+  const uint64_t k_all = w.cols;
   if (lane >= valid) return;
   const size_t lanes = valid - lane < 8 * V ? valid - lane : 8 * V;
-  y += lane * ld;
+  y += lane * ys.lane;
   xt += lane;
   // R x V accumulators in registers over a block of columns (each packed column loaded once for R
   // outputs); the running sums y live in memory, touched once per block.
@@ -251,7 +260,10 @@ void DenseTileRows(const BlockMatrix& w, const float* __restrict xt, size_t vali
     }
     for (int r = 0; r < R && n0 + r < r1; ++r) {
       const uint64_t n = n0 + r;
-      for (size_t b = 0; b < lanes; ++b) y[b * ld + n] = bias ? acc[r][b] + bias[n] : acc[r][b];
+      if (bias) {
+        for (size_t b = 0; b < lanes; ++b) acc[r][b] = acc[r][b] + bias[n];
+      }
+      StoreLanes(acc[r], lanes, y, ys, n);
     }
   }
 }

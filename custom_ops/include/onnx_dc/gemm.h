@@ -150,6 +150,14 @@ void PartitionRows(BlockMatrix& w, size_t max_parts);
 // plainly as possible (one output at a time, x[K] = 0 by a test, no packing).
 void SpmmReference(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y);
 
+// Where the kernels store Y: output n of batch lane b goes to y[b * lane + n * out], y pointing at the
+// unit's first lane. DCSparseGemm's Y[m, N] (row-major): {N, 1}. DCSparseConv's Y[M, OH * OW] of one image
+// (NCHW; the lanes are output pixels): {1, OH * OW}. Only the stores use it; the summation order does not.
+struct YStrides {
+  uint64_t lane;
+  uint64_t out;
+};
+
 // ---- The fast path, as independent tasks --------------------------------------------------------------
 // Batch rows go in units: 16-row tiles while at least 9 rows are left, then one 8-row tile for 2..8 rows
 // or one single row. Unit u's X rows are packed into scratch (PackUnit) before its tasks run; a task
@@ -175,6 +183,10 @@ SpmmPlan PlanSpmm(const BlockMatrix& w, size_t m);
 void PackUnit(const BlockMatrix& w, const SpmmPlan& plan, const float* x, size_t unit, float* scratch);
 void SpmmTask(const BlockMatrix& w, const SpmmPlan& plan, const float* scratch, const float* bias, float* y,
               size_t task);
+// Outputs [r0, r1) (a part's rows) of one packed unit (width 1, 8 or 16, `valid` real lanes) with the
+// layer's form and kernel set: what SpmmTask runs, for callers that pack their own units (DCSparseConv).
+void RunPacked(const BlockMatrix& w, const float* packed, size_t width, size_t valid, const float* bias, float* y,
+               YStrides ys, uint64_t r0, uint64_t r1);
 // All of it on the calling thread (allocates its own scratch).
 void SpmmSerial(const BlockMatrix& w, const float* x, size_t m, const float* bias, float* y);
 // All of it on `threads` std::threads taking tasks in turn (tests of the partition without onnxruntime).
@@ -199,22 +211,24 @@ class AlignedFloats {
 // ---- Kernel sets (implemented twice: portable and AVX2) -------------------------------------------------
 // Rows [r0, r1) of W. Vector: xpad = one X row padded to K + 1 floats (x[K] = 0), y = that row of Y.
 // Tile: xt = packed unit ((K + 1) x width floats), `valid` rows of it are real, y = the unit's first row
-// of Y, ldy = N.
+// of Y. Every kernel stores output n of lane b at y[b * ys.lane + n * ys.out] (YStrides).
 struct KernelSet {
   const char* name;
-  void (*vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, uint64_t r0, uint64_t r1);
-  void (*tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                uint64_t r1);
-  void (*tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+  void (*vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, YStrides ys, uint64_t r0,
                  uint64_t r1);
+  void (*tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                uint64_t r0, uint64_t r1);
+  void (*tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                 uint64_t r0, uint64_t r1);
   // Pack `rows` (<= width) rows of X (row stride k) into xt ((k + 1) x width, zero-filled).
   void (*pack)(const float* x, size_t rows, size_t k, size_t width, float* xt);
   // The dense form: the same contracts (r0 and r1 are multiples of kPanel, or r1 = N).
-  void (*dense_vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, uint64_t r0, uint64_t r1);
-  void (*dense_tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
-                      uint64_t r1);
-  void (*dense_tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, uint64_t r0,
+  void (*dense_vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, YStrides ys, uint64_t r0,
                        uint64_t r1);
+  void (*dense_tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                      uint64_t r0, uint64_t r1);
+  void (*dense_tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
+                       uint64_t r0, uint64_t r1);
 };
 
 }  // namespace onnx_dc
