@@ -434,6 +434,10 @@ SparseMatrix DecodeSparse(const uint8_t* data, size_t size, const DecodeOptions&
   PayloadInfo info = ParsePayload(data, size, options);
   if (info.header.rank != 2)
     Fail("DCSparseGemm needs a rank-2 payload [N, K], this one has rank " + std::to_string(info.header.rank));
+  return DecodeSparse(data, info);
+}
+
+SparseMatrix DecodeSparse(const uint8_t* data, const PayloadInfo& info) {
   if (info.cols() > (uint64_t{1} << 32)) Fail("K = " + std::to_string(info.cols()) + " exceeds 2^32");
   SparseMatrix w;
   if (info.cols() > 65536) {

@@ -141,6 +141,9 @@ PayloadInfo ParsePayload(const uint8_t* data, size_t size, const DecodeOptions& 
 // cols <= 2^32 (PayloadError otherwise).
 struct SparseMatrix;
 SparseMatrix DecodeSparse(const uint8_t* data, size_t size, const DecodeOptions& options = {});
+// The same for a payload of any rank, already parsed (ParsePayload) from `data`: the matrix view
+// [dims[0], dims[1] * ... * dims[rank-1]] (DCSparseConv's [M, C * kH * kW], DCGather's [V, D]).
+SparseMatrix DecodeSparse(const uint8_t* data, const PayloadInfo& info);
 
 // The dense float32 tensor (row-major, shape info.dims) a payload stands for. Its size is what dims
 // declare (at most 2^62 elements by FORMAT.md); max_elements caps it (PayloadError if exceeded), and
