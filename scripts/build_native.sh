@@ -7,6 +7,7 @@
 #                                             libonnx_dc_ops.so if the headers are there (not installed;
 #                                             load it with LD_PRELOAD=libasan, see tests/test_native_corruption.py)
 # Environment: ONNX_DC_BUILD_JOBS (default 2), ONNXRUNTIME_INCLUDE_DIR (see custom_ops/CMakeLists.txt).
+# The CUDA targets are never built here (-DONNX_DC_BUILD_CUDA=OFF): scripts/build_cuda.sh builds them.
 # Concurrent invocations wait for each other (flock on build/.native.lock).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,13 +35,13 @@ if [[ $mode == asan ]]; then
   # The self-test, and the library too when onnxruntime's headers are there (for LD_PRELOAD=libasan runs).
   dir=build/asan
   cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DONNX_DC_SANITIZE=ON \
-    -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_FUZZER=ON -DONNX_DC_BUILD_ORT_LIBRARY="$have_headers" >/dev/null
+    -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_FUZZER=ON -DONNX_DC_BUILD_ORT_LIBRARY="$have_headers" -DONNX_DC_BUILD_CUDA=OFF >/dev/null
   cmake --build "$dir" -j "$jobs"
   exit 0
 fi
 
 dir=build/native
-cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DONNX_DC_BUILD_TESTS=ON >/dev/null
+cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DONNX_DC_BUILD_TESTS=ON -DONNX_DC_BUILD_CUDA=OFF >/dev/null
 cmake --build "$dir" -j "$jobs"
 # Copy only when changed, so an unchanged library keeps its timestamp.
 if ! cmp -s "$dir/libonnx_dc_ops.so" onnx_dc/libonnx_dc_ops.so; then

@@ -80,7 +80,7 @@ cxx_path="$(command -v "$cxx")"
     rm -rf "$dir/CMakeCache.txt" "$dir/CMakeFiles"  # another compiler: configure afresh
   fi
   cmake -S custom_ops -B "$dir" "${gen[@]}" -DCMAKE_CXX_COMPILER="$cxx_path" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DONNX_DC_BUILD_FUZZER=ON -DONNX_DC_SANITIZE=ON -DONNX_DC_BUILD_ORT_LIBRARY=OFF -DONNX_DC_BUILD_TESTS=OFF &&
+    -DONNX_DC_BUILD_FUZZER=ON -DONNX_DC_SANITIZE=ON -DONNX_DC_BUILD_ORT_LIBRARY=OFF -DONNX_DC_BUILD_TESTS=OFF -DONNX_DC_BUILD_CUDA=OFF &&
   cmake --build "$dir" --target fuzz_payload -j "${ONNX_DC_BUILD_JOBS:-2}"
 ) 9>build/.fuzz.lock >>"$build_log" 2>&1 || { tail -30 "$build_log"; fail "the build failed (log: $build_log)"; }
 [[ "$(nm "$dir/fuzz_payload" 2>/dev/null | grep -c ' T LLVMFuzzerRunDriver$')" -ge 1 ]] || fail "$dir/fuzz_payload has no libFuzzer in it"

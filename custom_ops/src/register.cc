@@ -38,6 +38,13 @@
 
 static_assert(ORT_API_VERSION >= 17, "onnxruntime headers 1.17 or later are needed (shape inference, ParallelFor)");
 
+#ifdef ONNX_DC_WITH_CUDA
+namespace onnx_dc {
+// cuda/ort_cuda_op.cc: DCSparseGemm for CUDAExecutionProvider (libonnx_dc_ops_cuda.so only, docs/CUDA.md).
+OrtStatus* AddCudaOps(const OrtApi* api, OrtCustomOpDomain* domain, const OrtCustomOp* cpu_sparse_gemm);
+}  // namespace onnx_dc
+#endif
+
 namespace onnx_dc {
 namespace {
 
@@ -958,6 +965,9 @@ OrtStatus* AddDomain(OrtSessionOptions* options) {
     if (!s) s = g_api->CustomOpDomain_Add(d, &decode);
     if (!s) s = g_api->CustomOpDomain_Add(d, &sparse_conv);
     if (!s) s = g_api->CustomOpDomain_Add(d, &gather);
+#ifdef ONNX_DC_WITH_CUDA
+    if (!s) s = AddCudaOps(g_api, d, &sparse_gemm);
+#endif
     if (s) {
       g_api->ReleaseCustomOpDomain(d);
       return s;
