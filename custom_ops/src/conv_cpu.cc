@@ -206,42 +206,60 @@ void PackConvUnit(const ConvPlan& plan, const float* x, uint64_t unit, float* sl
     for (uint64_t c = 0; c < s.c; ++c) std::memcpy(slot + c * width, xi + c * plane + p0, rows * sizeof(float));
     return;
   }
-  // Each lane's window: its top-left input coordinate (may lie in the padding).
-  int64_t top[16], left[16];
-  bool columns_inside = true;  // every lane's window lies within the image's columns
-  const int64_t w_in = static_cast<int64_t>(s.w), h_in = static_cast<int64_t>(s.h);
-  const int64_t span_w = (static_cast<int64_t>(s.kw) - 1) * s.dilation_w;
-  for (size_t b = 0; b < rows; ++b) {
-    const uint64_t p = p0 + b;
-    top[b] = static_cast<int64_t>(p / s.ow) * s.stride_h - s.pad_top;
-    left[b] = static_cast<int64_t>(p % s.ow) * s.stride_w - s.pad_left;
-    columns_inside = columns_inside && left[b] >= 0 && left[b] + span_w < w_in;
+  // The unit's pixels as runs along output rows (one run per output row it touches; 1 or 2 when OW >= 16):
+  // within a run, lane t + 1's window is lane t's moved by the column stride, so each (tap, run) is one
+  // strided copy with zeros where it leaves the image, not 16 lookups with bounds checks.
+  struct Run {
+    size_t lane, length;
+    int64_t top, left;  // input coordinates of the first lane's window (may lie in the padding)
+  };
+  Run runs[16];
+  size_t n_runs = 0;
+  for (size_t b = 0; b < rows;) {
+    const uint64_t p = p0 + b, oh = p / s.ow, ow = p % s.ow;
+    const size_t length = static_cast<size_t>(std::min<uint64_t>(rows - b, s.ow - ow));
+    runs[n_runs++] = {b, length, static_cast<int64_t>(oh) * s.stride_h - s.pad_top,
+                      static_cast<int64_t>(ow) * s.stride_w - s.pad_left};
+    b += length;
   }
-  float* dst = slot;
+  const int64_t h_in = static_cast<int64_t>(s.h), w_in = static_cast<int64_t>(s.w), sw = s.stride_w;
   for (uint64_t c = 0; c < s.c; ++c) {
     const float* xc = xi + c * plane;
     for (uint64_t i = 0; i < s.kh; ++i) {
-      const int64_t dy = static_cast<int64_t>(i) * s.dilation_h;
-      const float* row[16];
-      bool rows_inside = true;
-      for (size_t b = 0; b < rows; ++b) {
-        const int64_t ih = top[b] + dy;
-        const bool inside = ih >= 0 && ih < h_in;
-        row[b] = inside ? xc + ih * w_in : nullptr;
-        rows_inside = rows_inside && inside;
-      }
-      if (rows_inside && columns_inside) {  // the interior: no bounds to check
-        for (uint64_t j = 0; j < s.kw; ++j, dst += width) {
-          const int64_t dx = static_cast<int64_t>(j) * s.dilation_w;
-          for (size_t b = 0; b < rows; ++b) dst[b] = row[b][left[b] + dx];
+      float* tap_row = slot + (c * s.kh + i) * s.kw * width;  // column k = (c * kH + i) * kW + j
+      for (size_t r = 0; r < n_runs; ++r) {
+        const Run& run = runs[r];
+        const int64_t ih = run.top + static_cast<int64_t>(i) * s.dilation_h;
+        if (ih < 0 || ih >= h_in) {  // the whole run reads padding rows
+          for (uint64_t j = 0; j < s.kw; ++j) std::memset(tap_row + j * width + run.lane, 0, run.length * sizeof(float));
+          continue;
         }
-      } else {
-        for (uint64_t j = 0; j < s.kw; ++j, dst += width) {
-          const int64_t dx = static_cast<int64_t>(j) * s.dilation_w;
-          for (size_t b = 0; b < rows; ++b) {
-            const int64_t iw = left[b] + dx;
-            dst[b] = row[b] && iw >= 0 && iw < w_in ? row[b][iw] : 0.0f;
+        const float* x_row = xc + ih * w_in;
+        const int64_t len = static_cast<int64_t>(run.length);
+        for (uint64_t j = 0; j < s.kw; ++j) {
+          float* d = tap_row + j * width + run.lane;
+          const int64_t iw = run.left + static_cast<int64_t>(j) * s.dilation_w;  // lane 0's input column
+          // Lanes [lo, hi) read inside the image: 0 <= iw + t * sw < W (no divisions in the common cases).
+          int64_t lo = 0, hi = len;
+          if (iw < 0 || iw + (len - 1) * sw >= w_in) {
+            if (sw == 1) {
+              lo = iw >= 0 ? 0 : -iw;
+              hi = w_in - iw;
+            } else {
+              lo = iw >= 0 ? 0 : (-iw + sw - 1) / sw;
+              hi = iw < w_in ? (w_in - iw + sw - 1) / sw : 0;
+            }
+            hi = std::max<int64_t>(0, std::min(hi, len));
+            lo = std::min(lo, hi);
           }
+          for (int64_t t = 0; t < lo; ++t) d[t] = 0.0f;
+          if (sw == 1) {
+            const float* src = x_row + iw;
+            for (int64_t t = lo; t < hi; ++t) d[t] = src[t];
+          } else {
+            for (int64_t t = lo; t < hi; ++t) d[t] = x_row[iw + t * sw];
+          }
+          for (int64_t t = hi; t < len; ++t) d[t] = 0.0f;
         }
       }
     }
