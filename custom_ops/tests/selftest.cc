@@ -15,6 +15,10 @@
 //   4. header fields, dims and chunk-table entries set to boundary values (checksum recomputed) are
 //      rejected or decode consistently;
 //   5. N random multi-byte mutations (checksum off, and recomputed) likewise.
+// Rank-4 payloads also run DCSparseConv (fast path == ConvReference bit for bit for every kernel set and form,
+// over geometries with strides, padding, dilation and SAME padding; the reference close to a float64 direct
+// convolution); rank-2 payloads also run DCGather (every row, by positive and negative index, equals the dense
+// decode).
 // Exit status 0 when every check held; the last line counts the checks.
 #include <cmath>
 #include <cstdint>
@@ -26,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "onnx_dc/conv.h"
+#include "onnx_dc/gather.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
 
@@ -115,6 +121,112 @@ bool BlocksMatch(const onnx_dc::SparseMatrix& w, const onnx_dc::BlockMatrix& b, 
   return true;
 }
 
+// DCSparseConv on a rank-4 payload (see the top of the file); the valid payload (exhaustive) runs every
+// geometry, every kernel set and both forms, a mutated one the first geometry with the default kernel.
+bool ConvConsistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, const onnx_dc::PayloadInfo& info,
+                    const std::vector<float>& dense, bool exhaustive, std::string* why) {
+  const uint64_t m = info.dims[0], c = info.dims[1], kh = info.dims[2], kw = info.dims[3];
+  if (kh == 0 || kw == 0 || kh > 16 || kw > 16 || m > 256 || c > 64) return true;  // too big (or refused) here
+  struct Geometry {
+    int64_t h, w;
+    std::vector<int64_t> strides, pads, dilations;
+    const char* auto_pad;
+  };
+  const int64_t h = static_cast<int64_t>(2 * kh + 3), w = static_cast<int64_t>(2 * kw + 2);
+  const Geometry geometries[] = {
+      {h, w, {}, {}, {}, "NOTSET"},
+      {h, w, {2, 1}, {1, 0, 2, 1}, {1, 2}, "NOTSET"},
+      {h + 9, 3, {1, 1}, {}, {2, 1}, "SAME_LOWER"},  // a narrow image: 1-pixel runs of lanes
+      {h, w + 7, {2, 3}, {}, {}, "SAME_UPPER"},
+  };
+  std::vector<std::string> kernels = {"auto"};
+  if (exhaustive) {
+    kernels = {"scalar"};
+    if (onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2()) kernels.push_back("avx2");
+  }
+  Rng rng{0xC0FFEEull ^ blob.size()};
+  for (const std::string& kernel : kernels) {
+    for (const char* form : {"sparse", "dense"}) {
+      onnx_dc::GemmOptions o;
+      o.kernel = kernel;
+      o.form = form;
+      const onnx_dc::ConvKernel k = onnx_dc::DecodeConvKernel(blob.data(), blob.size(), opt, o);
+      for (const Geometry& g : geometries) {
+        auto attr = [](const std::vector<int64_t>& v) { return onnx_dc::IntsAttribute{!v.empty(), v}; };
+        const onnx_dc::ConvAttributes a = onnx_dc::CheckConvAttributes(
+            attr(g.strides), attr(g.pads), attr(g.dilations), g.auto_pad, 1, {}, kh, kw);
+        const int64_t x_dims[4] = {2, static_cast<int64_t>(c), g.h, g.w};
+        onnx_dc::ConvShape shape;
+        try {
+          shape = onnx_dc::ResolveConvShape(k, a, x_dims, 4);
+        } catch (const std::invalid_argument&) {
+          continue;  // no output for this kernel size
+        }
+        std::vector<float> x(2 * c * g.h * g.w), bias(m), y_ref(2 * m * shape.pixels()), y_fast(y_ref.size(), NAN);
+        for (float& v : x) v = rng.Uniform();
+        for (float& v : bias) v = rng.Uniform();
+        for (int with_bias = 0; with_bias < 2; ++with_bias) {
+          const float* b = with_bias ? bias.data() : nullptr;
+          onnx_dc::ConvReference(k, shape, x.data(), b, y_ref.data());
+          onnx_dc::ConvSerial(k, shape, x.data(), b, y_fast.data());
+          if (std::memcmp(y_ref.data(), y_fast.data(), y_ref.size() * sizeof(float)) != 0)
+            return *why = std::string("DCSparseConv: ") + k.w.kernel_name() + " " + onnx_dc::FormName(k.w.form) +
+                          " differs from ConvReference (" + g.auto_pad + ")",
+                   false;
+          if (!exhaustive) continue;
+          for (uint64_t n = 0; n < 2; ++n)
+            for (uint64_t mo = 0; mo < m; ++mo)
+              for (uint64_t p = 0; p < shape.pixels(); ++p) {
+                double acc = b ? b[mo] : 0.0, mag = b ? std::fabs(b[mo]) : 0.0;
+                for (uint64_t ci = 0; ci < c; ++ci)
+                  for (uint64_t i = 0; i < kh; ++i)
+                    for (uint64_t j = 0; j < kw; ++j) {
+                      const int64_t ih = static_cast<int64_t>(p / shape.ow) * shape.stride_h - shape.pad_top +
+                                         static_cast<int64_t>(i) * shape.dilation_h;
+                      const int64_t iw = static_cast<int64_t>(p % shape.ow) * shape.stride_w - shape.pad_left +
+                                         static_cast<int64_t>(j) * shape.dilation_w;
+                      if (ih < 0 || iw < 0 || ih >= g.h || iw >= g.w) continue;
+                      const double prod = static_cast<double>(dense[((mo * c + ci) * kh + i) * kw + j]) *
+                                          x[((n * c + ci) * g.h + ih) * g.w + iw];
+                      acc += prod;
+                      mag += std::fabs(prod);
+                    }
+                if (std::fabs(acc - y_ref[(n * m + mo) * shape.pixels() + p]) > 1e-5 * mag + 1e-30)
+                  return *why = "DCSparseConv: ConvReference differs from a float64 direct convolution", false;
+              }
+        }
+        if (!exhaustive) return true;
+      }
+    }
+  }
+  return true;
+}
+
+// DCGather on a rank-2 payload: every row, looked up by its index and by index - V, equals the dense decode.
+bool GatherConsistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, const onnx_dc::PayloadInfo& info,
+                      const std::vector<float>& dense, std::string* why) {
+  const onnx_dc::SparseMatrix table = onnx_dc::DecodeGatherTable(blob.data(), blob.size(), opt);
+  const uint64_t v = info.rows(), d = info.cols();
+  std::vector<int64_t> indices;
+  for (uint64_t r = 0; r < v; ++r) indices.push_back(static_cast<int64_t>(r));
+  for (uint64_t r = 0; r < v; ++r) indices.push_back(static_cast<int64_t>(r) - static_cast<int64_t>(v));
+  onnx_dc::CheckGatherIndices(table, indices.data(), indices.size());
+  std::vector<float> out(indices.size() * d, NAN);
+  onnx_dc::GatherRows(table, indices.data(), 0, indices.size(), out.data());
+  for (size_t i = 0; i < indices.size(); ++i)
+    if (d && std::memcmp(out.data() + i * d, dense.data() + (i % v) * d, d * sizeof(float)) != 0)
+      return *why = "DCGather: a row differs from the dense decode", false;
+  const int64_t outside[] = {static_cast<int64_t>(v), -static_cast<int64_t>(v) - 1};
+  for (int64_t bad : outside) {
+    try {
+      onnx_dc::CheckGatherIndices(table, &bad, 1);
+      return *why = "DCGather: index " + std::to_string(bad) + " was accepted", false;
+    } catch (const std::out_of_range&) {
+    }
+  }
+  return true;
+}
+
 // Checks that hold for any payload the reader accepts. Returns false on a violation (details on stderr).
 bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool exhaustive, std::string* why) {
   const onnx_dc::PayloadInfo info = onnx_dc::ParsePayload(blob.data(), blob.size(), opt);
@@ -122,7 +234,9 @@ bool Consistent(const std::vector<uint8_t>& blob, const DecodeOptions& opt, bool
   if (elements > kMaxDense) return true;  // legal, too big to check here
   const onnx_dc::DenseTensor dense = onnx_dc::DecodeDense(blob.data(), blob.size(), opt);
   if (dense.values.size() != elements) return *why = "dense size", false;
+  if (info.header.rank == 4) return ConvConsistent(blob, opt, info, dense.values, exhaustive, why);
   if (info.header.rank != 2) return true;
+  if (!GatherConsistent(blob, opt, info, dense.values, why)) return false;
   const onnx_dc::SparseMatrix w = onnx_dc::DecodeSparse(blob.data(), blob.size(), opt);
   if (w.rows != info.rows() || w.cols != info.cols() || w.nnz != info.nnz()) return *why = "sparse dims", false;
   // Scatter the execution format and compare with the dense decode, bit for bit.
