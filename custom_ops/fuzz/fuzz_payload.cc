@@ -11,7 +11,9 @@
 //   - every kernel set this CPU runs (scalar, AVX2), in both execution forms (sparse blocks, dense),
 //     equals the scalar reference bit for bit, for batch sizes 1, 5, 9 and 20 (the vector kernel, an
 //     8-row tile, a 16-row tile holding 9 rows, 16 + an 8-row tile), with at most 1, 2, 3, 7 or 64 row
-//     parts (taken from the input) and the partition checked.
+//     parts (taken from the input) and the partition checked;
+//   - a rank-4 payload with a small kernel runs DCSparseConv (padding, a stride taken from the input): the
+//     fast path equals ConvReference bit for bit.
 //
 // scripts/fuzz.sh [SECONDS] builds it (clang, -fsanitize=fuzzer,address,undefined, into build/fuzz) and runs
 // it on the seed corpus custom_ops/fuzz/corpus/ (custom_ops/fuzz/make_corpus.py) and tests/vectors/. By hand:
@@ -28,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "onnx_dc/conv.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
 
@@ -42,6 +45,26 @@ bool SameBits(const std::vector<float>& a, const std::vector<float>& b) {  // me
 }
 
 constexpr uint64_t kMaxDense = uint64_t{1} << 20;  // elements of a dense tensor decoded here
+
+// DCSparseConv on a rank-4 payload with a small kernel: the fast path (patches packed per unit, with padding and
+// a stride that max_parts varies) equals ConvReference bit for bit.
+void RunConv(const uint8_t* data, size_t size, const onnx_dc::DecodeOptions& options, const onnx_dc::PayloadInfo& info,
+             size_t max_parts) {
+  const uint64_t m = info.dims[0], c = info.dims[1], kh = info.dims[2], kw = info.dims[3];
+  if (kh == 0 || kw == 0 || kh > 8 || kw > 8 || m > 64 || c > 16) return;
+  onnx_dc::GemmOptions o;
+  o.max_parts = max_parts;
+  const onnx_dc::ConvKernel k = onnx_dc::DecodeConvKernel(data, size, options, o);
+  const onnx_dc::IntsAttribute strides{true, {static_cast<int64_t>(1 + max_parts % 2), 1}}, pads{true, {1, 0, 0, 2}};
+  const onnx_dc::ConvAttributes a = onnx_dc::CheckConvAttributes(strides, pads, {}, "NOTSET", 1, {}, kh, kw);
+  const int64_t x_dims[4] = {2, static_cast<int64_t>(c), static_cast<int64_t>(kh + 4), static_cast<int64_t>(kw + 3)};
+  const onnx_dc::ConvShape shape = onnx_dc::ResolveConvShape(k, a, x_dims, 4);  // never empty: input >= kernel
+  std::vector<float> x(2 * c * (kh + 4) * (kw + 3)), bias(m, 0.5f), y(2 * m * shape.pixels()), y_ref(y.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 5) - 2.0f;
+  onnx_dc::ConvSerial(k, shape, x.data(), bias.data(), y.data());
+  onnx_dc::ConvReference(k, shape, x.data(), bias.data(), y_ref.data());
+  Check(SameBits(y, y_ref));
+}
 
 void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
   onnx_dc::DecodeOptions options;
@@ -61,6 +84,7 @@ void RunOne(const uint8_t* data, size_t size, size_t max_parts) {
       }
       Check(refused);
     }
+    if (info.header.rank == 4) return RunConv(data, size, options, info, max_parts);
     if (info.header.rank != 2 || info.cols() >= (uint64_t{1} << 32)) return;
     const onnx_dc::SparseMatrix csr = onnx_dc::DecodeSparse(data, size, options);
     // The two decoded forms agree: the dense tensor is the CSR scattered.
