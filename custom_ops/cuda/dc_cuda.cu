@@ -263,7 +263,7 @@ __global__ void __launch_bounds__(kTileThreads)
 __global__ void FillKernel(uint64_t m, uint64_t n, const float* __restrict__ bias, float* __restrict__ y) {
   const uint64_t total = m * n;
   for (uint64_t i = uint64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < total; i += uint64_t{gridDim.x} * blockDim.x)
-    y[i] = bias ? bias[i % n] : 0.0f;
+    y[i] = bias ? Add(0.0f, bias[i % n]) : 0.0f;  // as SpmmReference: (0 + 0) + (0 + 0) + bias
 }
 
 // ---- helpers -----------------------------------------------------------------------------------------------
@@ -337,6 +337,18 @@ struct EventPair {
   }
 };
 
+// Batch 1 keeps x in shared memory automatically up to this size (x plus the codebook), so that at least
+// two blocks fit on an SM; above it x is read through L1. Untuned.
+constexpr size_t kAutoSharedX = 96 << 10;
+
+// Blocks per SM of the batch-1 kernel (each block loads x once): ONNX_DC_CUDA_VECTOR_BLOCKS_PER_SM, default 4.
+// Untuned.
+int VectorBlocksPerSm() {
+  const char* e = std::getenv("ONNX_DC_CUDA_VECTOR_BLOCKS_PER_SM");
+  const int v = e ? std::atoi(e) : 0;
+  return v > 0 ? v : 4;
+}
+
 VectorX DefaultVectorX() {
   const char* e = std::getenv("ONNX_DC_CUDA_VECTOR_X");
   if (e && e[0] == '1') return VectorX::kShared;
@@ -394,6 +406,7 @@ std::unique_ptr<SparseGemm> SparseGemm::Create(const uint8_t* blob, size_t size,
   std::unique_ptr<SparseGemm> g(new SparseGemm());
   g->timing_.host_validate_ms = Ms(t0, t1);
   g->vector_x_ = DefaultVectorX();
+  g->vector_blocks_per_sm_ = VectorBlocksPerSm();
   ThrowIfCuda(cudaGetDevice(&g->device_), "cudaGetDevice");
   ThrowIfCuda(cudaDeviceGetAttribute(&g->sm_count_, cudaDevAttrMultiProcessorCount, g->device_), "device attributes");
   int optin = 0;
@@ -558,15 +571,19 @@ size_t SparseGemm::device_bytes() const {
 std::string SparseGemm::KernelFor(uint64_t m) const {
   if (nnz_ == 0) return "fill (no entries)";
   if (m == 1) {
-    const size_t need = (256 + cols_ + 1) * sizeof(float);
-    const bool shared = vector_x_ == VectorX::kShared || (vector_x_ == VectorX::kAuto && need <= max_smem_);
-    return shared && need <= max_smem_ ? "vector, x in shared memory" : "vector, x through L1";
+    return UseSharedX() ? "vector, x in shared memory" : "vector, x through L1";
   }
   int g, c;
   TileShape(std::min<uint64_t>(m, kMaxSlab), &g, &c);
   return "tile G=" + std::to_string(g) + " C=" + std::to_string(c) + " (" +
          std::to_string((m + uint64_t{static_cast<unsigned>(g * c)} - 1) / static_cast<unsigned>(g * c)) + " slab" +
          (m > static_cast<uint64_t>(g * c) ? "s)" : ")");
+}
+
+bool SparseGemm::UseSharedX() const {
+  const size_t need = (256 + cols_ + 1) * sizeof(float);
+  if (need > max_smem_ || vector_x_ == VectorX::kGlobal) return false;
+  return vector_x_ == VectorX::kShared || need <= kAutoSharedX;
 }
 
 void SparseGemm::FillOutput(uint64_t m, const float* bias, float* y, cudaStream_t stream, cudaError_t* err) const {
@@ -585,9 +602,9 @@ cudaError_t SparseGemm::Run(const float* x, uint64_t m, const float* bias, float
   const Format f{row_block_, col_, cluster_, codebook_, codebook_size_, rows_, cols_};
   if (m == 1) {
     const size_t need = (256 + cols_ + 1) * sizeof(float);
-    const bool shared = need <= max_smem_ && vector_x_ != VectorX::kGlobal;
-    const unsigned grid = GridFor(rows_ * 32, kVectorThreads, uint64_t{static_cast<unsigned>(sm_count_)} * 8);
-    if (shared) {
+    const unsigned grid = GridFor(rows_ * 32, kVectorThreads,
+                                  uint64_t{static_cast<unsigned>(sm_count_)} * static_cast<unsigned>(vector_blocks_per_sm_));
+    if (UseSharedX()) {
       if (wide_)
         SpmvKernel<uint32_t, true><<<grid, kVectorThreads, need, stream>>>(f, x, bias, y);
       else

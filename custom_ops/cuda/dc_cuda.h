@@ -51,9 +51,10 @@ struct CreateTiming {
   double total_ms = 0;          // Create, wall time
 };
 
-// How the batch-1 kernel reads x: 0 automatic (shared memory when it fits), 1 shared memory, 2 global
-// memory through L1. For tests and tuning; the environment variable ONNX_DC_CUDA_VECTOR_X=0|1|2 sets the
-// default of new objects.
+// How the batch-1 kernel reads x: 0 automatic (shared memory up to 96 KiB, x and codebook), 1 shared
+// memory (when it fits at all), 2 global memory through L1. For tests and tuning; the environment variable
+// ONNX_DC_CUDA_VECTOR_X=0|1|2 sets the default of new objects, ONNX_DC_CUDA_VECTOR_BLOCKS_PER_SM (default 4)
+// the batch-1 grid.
 enum class VectorX { kAuto = 0, kShared = 1, kGlobal = 2 };
 
 class SparseGemm {
@@ -87,6 +88,7 @@ class SparseGemm {
  private:
   SparseGemm() = default;
   void FillOutput(uint64_t m, const float* bias, float* y, cudaStream_t stream, cudaError_t* err) const;
+  bool UseSharedX() const;
 
   int device_ = 0;
   int sm_count_ = 1;
@@ -101,6 +103,7 @@ class SparseGemm {
   float* codebook_ = nullptr;      // device, 256 floats (zero-padded)
   cudaMemPool_t pool_ = nullptr;   // scratch (Xt) for batches >= 2, stream-ordered
   VectorX vector_x_ = VectorX::kAuto;
+  int vector_blocks_per_sm_ = 4;
   CreateTiming timing_;
 };
 
