@@ -103,6 +103,9 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
                                         [conv.output[0]], name=conv.name or names.fresh(f"{layer.weight_name}_dc_conv"),
                                         domain=DOMAIN)
                 node.attribute.extend(a for a in conv.attribute if a.name in CONV_ATTRIBUTES)
+                if not any(a.name == "kernel_shape" for a in node.attribute):
+                    # The op's shape inference cannot see the payload: give it the kernel's spatial size.
+                    node.attribute.append(helper.make_attribute("kernel_shape", [int(d) for d in layer.shape[2:]]))
                 replace[by_id[id(conv)]] = [node]
                 if conv.output[0] in types and conv.output[0] not in {o.name for o in g.output}:
                     value_infos.append(types[conv.output[0]])
