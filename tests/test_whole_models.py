@@ -52,11 +52,13 @@ def _ort(path, lib=None):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("conv_exec", ["sparse", "dense"])
-@pytest.mark.parametrize("name", sorted(builders.QUIRK_VARIANTS))
+# --conv-exec only matters for conv layers: both forms for those, the default for the rest.
+CASES = [(name, mode) for name in sorted(builders.QUIRK_VARIANTS)
+         for mode in (("sparse", "dense") if "conv" in name else ("sparse",))]
+
+
+@pytest.mark.parametrize("name,conv_exec", CASES)
 def test_variant_compressed_equals_decompressed(lib_path, tmp_path, name, conv_exec):
-    if conv_exec == "dense" and "conv" not in name:
-        pytest.skip("--conv-exec only matters for conv layers")
     original = builders.QUIRK_VARIANTS[name]()
     src = builders.save(original, tmp_path / "in.onnx")
     result = onnx_dc.compress(src, tmp_path / "dc.onnx", dataclasses.replace(OPTS, conv_exec=conv_exec))
@@ -174,3 +176,23 @@ def test_resnet_depthwise_conv_is_stored_compressed_and_run_dense(exported):
     depthwise = [layer for layer in convs if layer["shape"][1] == 1]
     assert len(depthwise) == 1 and depthwise[0]["execution"] == "dense" and "group" in depthwise[0]["exec_reason"]
     assert all(layer["exec_reason"] for layer in convs)  # each choice says why
+
+
+def test_make_session_predecodes_dense_constants(lib_path, tmp_path):
+    """DCDecode constants become plain initializers before onnxruntime optimizes the graph (it never
+    constant-folds a custom op); the results are the same as running DCDecode in the session."""
+    from onnx_dc.graph.decompress import decode_constant_payloads
+
+    src = builders.save(builders.conv_variant(cin=16, cout=32), tmp_path / "in.onnx")
+    onnx_dc.compress(src, tmp_path / "dc.onnx", dataclasses.replace(OPTS, conv_exec="dense"))
+    dc = onnx.load(str(tmp_path / "dc.onnx"))
+    decoded, count = decode_constant_payloads(dc)
+    assert count == 1 and not [n for n in decoded.graph.node if n.domain == "onnx_dc"]
+    assert not [t for t in decoded.graph.initializer if t.data_type == onnx.TensorProto.UINT8]
+    onnx.checker.check_model(decoded)
+    feeds = builders.random_feeds(dc, batch=2)
+    a = make_session(tmp_path / "dc.onnx", intra_op_threads=1).run(None, feeds)[0]
+    b = make_session(tmp_path / "dc.onnx", intra_op_threads=1, predecode=False).run(None, feeds)[0]
+    c = make_session(dc, intra_op_threads=1).run(None, feeds)[0]
+    assert _max_scaled_diff(a, b) <= 1e-5 and np.array_equal(a, c)
+    assert decode_constant_payloads(onnx.load(src))[1] == 0  # nothing to do: the same model back

@@ -118,3 +118,38 @@ def decompress_model(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.metadata_props[:]
     out.metadata_props.extend(props)
     return out
+
+
+def decode_constant_payloads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """(the model with every DCDecode node replaced by the dense initializer it produces, how many).
+
+    onnxruntime never constant-folds a custom operator, so behind DCDecode a Conv kernel or any other
+    constant is a run-time value: its consumer loses the graph optimizations that need an initializer
+    (onnxruntime's NCHWc convolution, weight pre-packing, BatchNorm fusion) and every run copies the tensor
+    out. Decoding these nodes in memory before the session is created gives onnxruntime plain
+    initializers again; the file stays compressed. DCSparseGemm, DCSparseConv and DCGather stay as they are."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    targets = [n for n in g.node if n.domain == DOMAIN and n.op_type == "DCDecode" and n.input and n.input[0] in inits]
+    if not targets:
+        return model, 0
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    inits = {t.name: t for t in g.initializer}
+    dense = []
+    for node in targets:
+        blob = numpy_helper.to_array(inits[node.input[0]]).tobytes()
+        dense.append(numpy_helper.from_array(decode_dense_fast(blob), node.output[0]))
+    done = {n.output[0] for n in targets}
+    nodes = [n for n in g.node if not (n.domain == DOMAIN and n.op_type == "DCDecode" and n.output[0] in done)]
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {x for n in g.node for x in n.input}
+    kept = [t for t in g.initializer if t.name in used or t.name not in {n.input[0] for n in targets}]
+    del g.initializer[:]
+    g.initializer.extend(kept + dense)
+    vis = [v for v in g.value_info if v.name not in done]
+    del g.value_info[:]
+    g.value_info.extend(vis)
+    return out, len(targets)
