@@ -5,8 +5,8 @@ the converter's defaults (conv layers: --conv-exec auto, measured per layer):
   1. file size per kind of tensor (fully-connected, convolution, embedding, other) and in all;
   2. batch-1 latency of the original and the compressed model in onnxruntime (1 thread, medians of
      interleaved rounds), and the time per kind of op from onnxruntime's own profiler;
-  3. per conv layer: DCSparseConv vs onnxruntime's Conv on the decoded kernel (profiled inside the whole
-     model compressed with --conv-exec sparse and --conv-exec dense), and what auto chose.
+  3. per conv layer: DCSparseConv vs onnxruntime's Conv on the decoded kernel (each layer alone, as
+     --conv-exec auto measures it, with more rounds), and what auto chose.
 
     python bench/whole_models.py            # prints the tables and updates README.md between the markers
     python bench/whole_models.py --no-readme
@@ -33,7 +33,11 @@ import onnxruntime as ort  # noqa: E402
 
 import onnx_dc  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
-from onnx_dc.runtime import make_session  # noqa: E402
+from onnx_dc.api import _payload_of, _policy  # noqa: E402
+from onnx_dc.conv_exec import measure  # noqa: E402
+from onnx_dc.graph.fold import fold_constant_chains  # noqa: E402
+from onnx_dc.graph.match import find_layers  # noqa: E402
+from onnx_dc.runtime import get_library_path, make_session  # noqa: E402
 from paper_settings import LENET5  # noqa: E402
 
 BEGIN, END = "<!-- whole-models:begin -->", "<!-- whole-models:end -->"
@@ -122,26 +126,29 @@ def study(key: str, out_dir: Path) -> dict:
     src = ROOT / "models" / f"{name}.onnx"
     paths = {}
     reports = {}
-    for mode in ("auto", "sparse", "dense"):
-        paths[mode] = out_dir / f"{key}.{mode}.onnx"
-        reports[mode] = onnx_dc.compress(src, paths[mode], dataclasses.replace(options, conv_exec=mode)).report
+    paths["auto"] = out_dir / f"{key}.onnx"
+    reports["auto"] = onnx_dc.compress(src, paths["auto"], dataclasses.replace(options, conv_exec="auto")).report
     feeds = feeds_for(name)
     t_orig, t_auto, t_plain = latencies([src, paths["auto"], paths["auto"]], feeds, [True, True, False])
-    prof = {mode: node_times(p, feeds) for mode, p in [("original", src)] + list(paths.items())}
-    # Conv layers: the profiled time of each node in the sparse-exec and the dense-exec model.
+    prof = {"original": node_times(src, feeds), "auto": node_times(paths["auto"], feeds)}
+    # Conv layers: each one alone, sparse vs dense, as --conv-exec auto measures it (more rounds here).
     convs = []
     chosen = {layer["name"]: layer for layer in reports["auto"]["layers"] if layer["kind"] == "conv"}
-    model = onnx.load(str(src))
-    for node in model.graph.node:
-        if node.op_type != "Conv":
+    model, _ = fold_constant_chains(onnx.load(str(src)))
+    layers, _ = find_layers(model, options.min_weights, str(src.parent), options.kinds)
+    for layer in layers:
+        if layer.kind != "conv":
             continue
-        w = node.input[1]
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        sparse_us = prof["sparse"].get(node.name, ("", float("nan")))[1]
-        dense_us = prof["dense"].get(node.name, ("", float("nan")))[1]
-        info = chosen.get(w, {})
-        convs.append({"node": node.name, "weight": w, "shape": info.get("shape"), "group": group,
-                      "kept_pct": info.get("kept_pct"), "sparse_us": sparse_us if group == 1 else None,
+        info = chosen.get(layer.weight_name, {})
+        dims = layer.input_dims[0]
+        payload = _payload_of(layer.source, _policy(layer, options), options.init, options.seed, options.huffman)
+        if layer.exec == "dense":  # grouped: no sparse form
+            sparse_us, dense_us = None, None
+        else:
+            s, d = measure(layer, payload, [1] + list(dims[1:]), get_library_path(), rounds=101, budget_s=20)
+            sparse_us, dense_us = 1e6 * s, 1e6 * d
+        convs.append({"node": layer.uses[0].name, "weight": layer.weight_name, "shape": list(layer.shape),
+                      "image": f"{dims[2]}×{dims[3]}", "kept_pct": info.get("kept_pct"), "sparse_us": sparse_us,
                       "dense_us": dense_us, "auto": info.get("execution", "—")})
     return {"name": label, "reports": reports, "t_orig": t_orig, "t_auto": t_auto, "t_plain": t_plain,
             "kinds_orig": by_kind(prof["original"]), "kinds_auto": by_kind(prof["auto"]), "convs": convs,
@@ -181,16 +188,20 @@ def render(results: list[dict]) -> str:
             a, b = r["kinds_orig"].get(k, 0.0), r["kinds_auto"].get(k, 0.0)
             cells.append("—" if not a and not b else f"{a:,.0f} → {b:,.0f}")
         out.append(f"| {r['name']} | " + " | ".join(cells) + " |")
-    out += ["", "Conv layers, sparse (`DCSparseConv`) vs dense (onnxruntime `Conv` on the decoded kernel), µs per "
-            "batch-1 run inside the whole model; `auto` is what the converter chose by measuring the layer alone:",
-            "", "| model | node | kernel | kept | sparse | dense | sparse/dense | auto chose |", "|---|---|---|---:|---:|---:|---:|---|"]
+    out += ["", "Conv layers, sparse (`DCSparseConv`) vs dense (onnxruntime's `Conv` on the decoded kernel as an "
+            "initializer), µs per batch-1 run of the layer alone (medians of 101 interleaved rounds); *auto chose* "
+            "is what the converter picked from its own shorter measurement at conversion:",
+            "", "| model | node | kernel | image | kept | sparse | dense | sparse/dense | auto chose |",
+            "|---|---|---|---|---:|---:|---:|---:|---|"]
     for r in results:
         for c in r["convs"]:
-            shape = "×".join(map(str, c["shape"])) if c["shape"] else "—"
-            sparse = "— (group > 1)" if c["sparse_us"] is None else f"{c['sparse_us']:,.1f}"
-            ratio = "" if c["sparse_us"] is None else f"{c['sparse_us'] / c['dense_us']:.2f}"
+            shape = "×".join(map(str, c["shape"]))
             kept = "—" if c["kept_pct"] is None else f"{c['kept_pct']:.0f}%"
-            out.append(f"| {r['name']} | {c['node']} | {shape} | {kept} | {sparse} | {c['dense_us']:,.1f} | {ratio} | {c['auto']} |")
+            if c["sparse_us"] is None:
+                cells = "— | — | — (group > 1)"
+            else:
+                cells = f"{c['sparse_us']:,.1f} | {c['dense_us']:,.1f} | {c['sparse_us'] / c['dense_us']:.2f}"
+            out.append(f"| {r['name']} | {c['node']} | {shape} | {c['image']} | {kept} | {cells} | {c['auto']} |")
     return "\n".join(out)
 
 

@@ -70,7 +70,8 @@ def single_conv_models(layer: Layer, payload: bytes, x_shape: list[int]) -> tupl
     return sparse, dense
 
 
-def measure(layer: Layer, payload: bytes, x_shape: list[int], library: str) -> tuple[float, float]:
+def measure(layer: Layer, payload: bytes, x_shape: list[int], library: str, rounds: int = ROUNDS,
+            budget_s: float = TIME_BUDGET_S) -> tuple[float, float]:
     """Median seconds per run of the sparse and the dense form of the layer."""
     import onnxruntime as ort
 
@@ -86,11 +87,11 @@ def measure(layer: Layer, payload: bytes, x_shape: list[int], library: str) -> t
     for s in sessions:
         s.run(None, {"X": x})  # warm-up
     start = time.perf_counter()
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         for i, s in enumerate(sessions):
             t0 = time.perf_counter()
             s.run(None, {"X": x})
             times[i].append(time.perf_counter() - t0)
-        if time.perf_counter() - start > TIME_BUDGET_S:
+        if time.perf_counter() - start > budget_s:
             break
     return float(np.median(times[0])), float(np.median(times[1]))
