@@ -1,5 +1,14 @@
 """Data-aware compression: layers in graph order, each fitted on calibration data to reproduce the
-original layer's output while seeing the activations of the already compressed layers before it."""
+original layer's output while seeing the activations of the already compressed layers before it.
+
+Two things look past the layer itself (both read from the graph, both skipped where it is not clear):
+- the rows of a layer share its survivor budget in proportion to how much the next layer reads each
+  output (the squared norm of its weights on that output channel), when the output reaches exactly one
+  next layer through element-wise ops, pooling and reshapes;
+- a fully-connected layer whose output is the model's output (directly or through Softmax, LogSoftmax,
+  reshapes) is taken to produce class logits and is refitted to the original model's predicted
+  distribution (KL divergence), not to the logit values (`output_fit="mse"` turns this off).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -9,7 +18,12 @@ import numpy as np
 import onnx
 
 from .codec import CompressedTensor, pack_tensor
-from .codec.refit import LayerStats, prune_reconstruct, quantize_refit, refit_problem
+from collections import defaultdict
+
+from .codec.refit import (
+    LayerStats, Reconstruction, RefitProblem, kl_refit, prune_reconstruct, quantize_gptq, quantize_refit,
+    refit_problem, relative_output_error,
+)
 from .config import ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
@@ -18,6 +32,14 @@ from .graph.rewrite import rewrite
 
 BATCH = 256
 MIN_ROWS_PER_INPUT = 0.25  # rows of calibration data needed per input of a layer (ridge-stabilised below 1)
+MAX_KL_VALUES = 20_000_000  # inputs kept per sample for the output layer's KL refit (rows × K), float32
+KL_TEMPERATURE = 4.0
+KL_MAX_ITER = 300
+OUTPUT_FITS = ("kl", "mse")
+# Ops an output passes through on its way to the next layer without mixing channels.
+CHANNELWISE = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish",
+               "Gelu", "Softplus", "MaxPool", "AveragePool", "Identity", "Dropout", "Flatten", "Reshape"}
+TO_OUTPUT = {"Identity", "Flatten", "Reshape", "Squeeze", "Softmax", "LogSoftmax"}
 
 
 @dataclasses.dataclass
@@ -47,6 +69,77 @@ def _with_bias(layer: Layer, bias: np.ndarray) -> Layer:
     return dataclasses.replace(layer, uses=[dataclasses.replace(layer.uses[0], bias=bias)])
 
 
+def _output_name(layer: Layer) -> str | None:
+    if len(layer.uses) != 1:
+        return None
+    return layer.uses[0].output if layer.kind == "fc" else layer.uses[0].output[0]
+
+
+def _downstream(model: onnx.ModelProto, layers: list[Layer]) -> list[tuple[int | None, bool]]:
+    """Per layer: (index of the one layer its output feeds through channel-wise ops, or None;
+    whether its output reaches the model's output only through TO_OUTPUT ops)."""
+    consumers = defaultdict(list)
+    for node in model.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    outputs = {o.name for o in model.graph.output}
+    reads = {}  # (tensor, node) -> layer index
+    for j, layer in enumerate(layers):
+        nodes = [u.node for u in layer.uses] if layer.kind == "fc" else list(layer.uses)
+        for name, node in zip(layer_inputs(layer), nodes):
+            reads[(name, node.SerializeToString())] = j
+    out = []
+    for layer in layers:
+        start = _output_name(layer)
+        if start is None:
+            out.append((None, False))
+            continue
+        nexts, channelwise, to_output, final_only = set(), True, False, True
+        stack, seen = [start], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in outputs:
+                to_output = True
+            for node in consumers.get(t, []):
+                j = reads.get((t, node.SerializeToString()))
+                if j is not None:
+                    nexts.add(j)
+                    final_only = False
+                    continue
+                if node.op_type not in TO_OUTPUT:
+                    final_only = False
+                if node.op_type not in CHANNELWISE or node.input[0] != t:
+                    channelwise = False
+                    if node.op_type not in TO_OUTPUT:
+                        continue
+                stack.extend(node.output[:1])
+        nxt = next(iter(nexts)) if channelwise and len(nexts) == 1 and not to_output else None
+        out.append((nxt, to_output and final_only and not nexts))
+    return out
+
+
+def _row_weight(layer: Layer, nxt: Layer | None) -> np.ndarray | None:
+    """How much the next layer reads each output channel of `layer`: Σ W_next² over that channel."""
+    if nxt is None:
+        return None
+    n = layer.shape[0]
+    w = nxt.weight
+    if nxt.kind == "conv":
+        if w.ndim < 2 or w.shape[1] != n:
+            return None
+    elif nxt.kind != "fc" or (w.size // w.shape[0]) % n:
+        return None
+    w = w.reshape(w.shape[0], n, -1).astype(np.float64)
+    return (w**2).sum(axis=(0, 2))
+
+
+def _is_classifier(layer: Layer, final: bool) -> bool:
+    return final and layer.kind == "fc" and len(layer.uses) == 1 and layer.shape[0] >= 2
+
+
 def compress_calibrated(
     model: onnx.ModelProto,
     layers: list[Layer],
@@ -57,7 +150,15 @@ def compress_calibrated(
     huffman: bool = True,
     prune_method: str = "obs",
     progress: Callable[[str, int, int], None] | None = None,
+    quantizer: str = "gptq",
+    output_fit: str = "kl",
 ) -> list[FittedLayer]:
+    """`quantizer`: 'gptq' (entropy-constrained GPTQ, see refit.quantize_gptq) or 'kmeans' (k-means,
+    least-squares codebook refits, nearest-value re-assignment). `output_fit`: 'kl' refits a classifier
+    output layer to the original predicted distribution, 'mse' to the original logits."""
+    if output_fit not in OUTPUT_FITS:
+        raise ValueError(f"unknown output fit {output_fit!r}; choose one of {', '.join(OUTPUT_FITS)}")
+    downstream = _downstream(model, layers)
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
     original = session(with_outputs(model, names))
     fitted: list[FittedLayer] = []
@@ -73,11 +174,20 @@ def compress_calibrated(
         inputs = layer_inputs(layer)
         k = _matrix(layer).shape[1]
         stats = LayerStats(k)
+        nxt, final = downstream[i]
+        classifier = output_fit == "kl" and _is_classifier(layer, final) and _bias(layer) is not None
+        kept_c, kept_o = [], []
+        n_samples = len(next(iter(feeds.values())))
         for batch in batches(feeds, BATCH):
             xo = original.run(inputs, batch)
             xc = xo if working is original else working.run(inputs, batch)
             for u, (a, b) in enumerate(zip(xc, xo)):
-                stats.add(as_rows(layer, u, a), as_rows(layer, u, b))
+                rc, ro = as_rows(layer, u, a), as_rows(layer, u, b)
+                stats.add(rc, ro)
+                if classifier:
+                    stride = max(1, int(np.ceil(n_samples * rc.shape[0] / len(a) * k / MAX_KL_VALUES)))
+                    kept_c.append(rc[::stride].astype(np.float32))
+                    kept_o.append(ro[::stride].astype(np.float32))
         needed = max(16, int(np.ceil(MIN_ROWS_PER_INPUT * k)))
         if stats.n < needed:
             raise ConfigError(f"--calibration: layer {layer.weight_name} has {k} inputs and the calibration data "
@@ -85,11 +195,43 @@ def compress_calibrated(
         bias = _bias(layer)
         w = _matrix(layer)
         problem = refit_problem(w, bias, stats, free_bias=bias is not None)
-        rec = prune_reconstruct(problem, policy.sparsity, method=prune_method)
-        q = quantize_refit(problem, rec, policy.bits, init=init, seed=seed)
+        row_weight = _row_weight(layer, layers[nxt]) if nxt is not None else None
+        rec = prune_reconstruct(problem, policy.sparsity, method=prune_method, row_weight=row_weight)
+        if classifier:
+            q = _fit_classifier(problem, rec, np.concatenate(kept_c), np.concatenate(kept_o), policy.bits, init,
+                                seed, quantizer)
+        elif quantizer == "gptq":
+            q = quantize_gptq(problem, rec, policy.bits, init=init, seed=seed)
+        else:
+            q = quantize_refit(problem, rec, policy.bits, init=init, seed=seed)
         packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, policy.bits, policy.index_bits, huffman)
         new_layer = _with_bias(layer, q.bias) if bias is not None else layer
         fitted.append(FittedLayer(new_layer, packed, q.error))
     if progress:
         progress("", len(layers), len(layers))
     return fitted
+
+
+def _fit_classifier(problem: RefitProblem, rec: Reconstruction, x_c: np.ndarray, x_o: np.ndarray, bits: int,
+                    init: str, seed: int, quantizer: str):
+    """The output layer: mask from the least-squares problem, survivors and bias refitted to the original
+    predicted distribution, quantized around that fit, then the shared values and bias refitted to it."""
+    target = x_o.astype(np.float64) @ problem.w.T + problem.b
+    w_kl, b_kl, _ = kl_refit(x_c, target, rec.mask, rec.weight, rec.bias, KL_TEMPERATURE, max_iter=KL_MAX_ITER)
+    # The quantizer's least-squares pull goes towards the KL fit (its unconstrained optimum is w_kl).
+    around = dataclasses.replace(problem, g=w_kl @ problem.h, w_star=w_kl)
+    start = Reconstruction(w_kl.astype(np.float32), rec.mask, b_kl.astype(np.float32))
+    q = (quantize_gptq if quantizer == "gptq" else quantize_refit)(around, start, bits, init=init, seed=seed)
+    rows, cols = np.nonzero(q.mask)
+    wq, bq, codebook = kl_refit(x_c, target, q.mask, None, b_kl, KL_TEMPERATURE,
+                                codebook=q.codebook.astype(np.float64), labels=q.labels)
+    # Keep the codebook increasing (the refit may reorder values) and float32.
+    order = np.argsort(codebook, kind="stable")
+    remap = np.empty_like(order)
+    remap[order] = np.arange(order.size)
+    codebook32 = codebook[order].astype(np.float32)
+    labels = remap[q.labels]
+    wq = np.zeros_like(problem.w)
+    wq[rows, cols] = codebook32[labels]
+    err = relative_output_error(wq, bq, problem.w, problem.b, problem.stats)
+    return dataclasses.replace(q, labels=labels, codebook=codebook32, bias=bq.astype(np.float32), error=err)
