@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .codec import compress_tensor, pack_tensor
-from .codec.refit import LayerStats, prune_reconstruct, quantize_refit, refit_problem
+from .codec.refit import LayerStats, prune_reconstruct, quantize_gptq, refit_problem
 from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
@@ -127,7 +127,8 @@ def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, option
         packed = compress_tensor(layer.weight, sparsity, bits, index_bits, init=options.init, seed=options.seed,
                                  huffman=options.huffman)
         return packed, layer
-    q = quantize_refit(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
+    # The quantizer of compress --calibration (one round), so the payload sizes are the ones it writes.
+    q = quantize_gptq(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
     packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
     return packed, (_with_bias(layer, q.bias) if problem.free_bias else layer)
 

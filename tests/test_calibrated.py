@@ -12,9 +12,11 @@ import builders
 import onnx_dc
 from onnx_dc.cli import main
 from onnx_dc.codec import compress_tensor
+from onnx_dc.calibrated import _downstream, _is_classifier, _row_weight
 from onnx_dc.codec.refit import (
-    LayerStats, prune_reconstruct, quantize_refit, refit_problem, relative_output_error,
+    LayerStats, kl_refit, prune_reconstruct, quantize_gptq, quantize_refit, refit_problem, relative_output_error,
 )
+from onnx_dc.graph.match import find_layers
 from onnx_dc.config import CompressOptions, PerKind
 from onnx_dc.graph.calibrate import im2col
 from onnx_dc.reference import run_reference
@@ -79,6 +81,89 @@ def test_codebook_refit_never_worse_than_kmeans_and_error_is_exact():
     assert refit.error == pytest.approx(_err(x, w, b, wq, refit.bias), rel=1e-6)
     assert relative_output_error(wq.astype(float), refit.bias.astype(float), w.astype(float), b.astype(float),
                                  st) == pytest.approx(refit.error)
+
+
+def _entropy(labels):
+    p = np.bincount(labels) / labels.size
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def test_gptq_error_feedback_beats_rounding_and_the_rate_term_saves_bits():
+    x = _correlated()
+    w = np.random.default_rng(3).standard_normal((16, 40)).astype(np.float32)
+    b = np.random.default_rng(4).standard_normal(16).astype(np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    p = refit_problem(w, b, st)
+    rec = prune_reconstruct(p, 0.5)
+    rounding = quantize_refit(p, rec, 3, rounds=0)  # k-means, nearest value
+    plain = quantize_gptq(p, rec, 3, rate=0.0)
+    cheap = quantize_gptq(p, rec, 3, rate=2.0)
+    for q in (plain, cheap):
+        assert q.codebook.size <= 8 and np.all(np.diff(q.codebook) > 0) and q.labels.max() < q.codebook.size
+        assert q.mask.sum() == q.labels.size == rec.mask.sum()
+        wq = np.zeros_like(w)
+        wq[q.mask] = q.codebook[q.labels]
+        assert q.error == pytest.approx(_err(x, w, b, wq, q.bias), rel=1e-5)
+    assert plain.error < rounding.error
+    assert _entropy(cheap.labels) < _entropy(plain.labels)
+
+
+def test_row_weights_move_survivors_to_the_rows_that_matter():
+    x = _correlated()
+    w = np.random.default_rng(2).standard_normal((16, 40)).astype(np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    p = refit_problem(w, np.zeros(16, np.float32), st)
+    rw = np.ones(16)
+    rw[:4] = 100.0
+    for method in ("obs", "obs-oneshot", "sparsegpt"):
+        plain, weighted = prune_reconstruct(p, 0.75, method), prune_reconstruct(p, 0.75, method, row_weight=rw)
+        assert weighted.mask.sum() == plain.mask.sum() == 160
+        assert weighted.mask[:4].sum() > plain.mask[:4].sum()
+
+
+def _classifier_data(n=600, k=30, c=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.maximum(_correlated(n, k, seed), 0)
+    w = rng.standard_normal((c, k))
+    b = rng.standard_normal(c)
+    return x, w, b, x @ w.T + b
+
+
+def test_kl_refit_keeps_an_exact_fit_and_recovers_predictions_after_pruning():
+    x, w, b, z = _classifier_data()
+    full = np.ones(w.shape, dtype=bool)
+    w2, b2, _ = kl_refit(x, z, full, w, b)
+    np.testing.assert_array_equal(w2, w)  # already optimal: nothing held out beats the start
+    st = LayerStats(x.shape[1])
+    st.add(x, x)
+    p = refit_problem(w, b, st)
+    rec = prune_reconstruct(p, 0.8)
+    wk, bk, _ = kl_refit(x, z, rec.mask, rec.weight, rec.bias)
+    assert np.all(wk[~rec.mask] == 0)
+    agree_ls = ((x @ rec.weight.T + rec.bias).argmax(1) == z.argmax(1)).mean()
+    agree_kl = ((x @ wk.T + bk).argmax(1) == z.argmax(1)).mean()
+    assert agree_kl >= agree_ls
+    # Over shared values: the weights stay on the codebook.
+    q = quantize_gptq(p, rec, 3)
+    wq, bq, cb = kl_refit(x, z, q.mask, None, q.bias, codebook=q.codebook.astype(float), labels=q.labels)
+    np.testing.assert_array_equal(wq[q.mask], cb[q.labels])
+
+
+def test_downstream_finds_the_next_layer_and_the_classifier():
+    model = builders.mlp((64, 48, 32, 10))
+    layers, _ = find_layers(model, min_weights=16)
+    assert [l.weight_name for l in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
+    assert _downstream(model, layers) == [(1, False), (2, False), (None, True)]
+    rw = _row_weight(layers[0], layers[1])
+    np.testing.assert_allclose(rw, (layers[1].weight.astype(np.float64) ** 2).sum(0))
+    conv = builders.conv(cin=4, cout=16)
+    conv_layers, _ = find_layers(conv, min_weights=16)
+    (_, final), = _downstream(conv, conv_layers)
+    assert final and not _is_classifier(conv_layers[0], final)  # only fully-connected outputs are taken as logits
+    assert _is_classifier(layers[2], True) and not _is_classifier(layers[1], False)
 
 
 @pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 0, 1]},

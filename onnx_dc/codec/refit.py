@@ -324,6 +324,7 @@ def quantize_refit(problem: RefitProblem, rec: Reconstruction, bits: int, init: 
 QUANTIZERS = ("gptq", "kmeans")
 RATE = 0.5  # the price of one bit of cluster-index code, in units of a quantization step's output error
 GPTQ_CHUNK_FLOATS = 4_000_000  # rows processed together by the GPTQ sweep: their padded H_SS⁻¹ factors
+GPTQ_FLOP_BUDGET = 2e10  # per-row H_SS⁻¹ factors cost about 2·Σ|S|³ flops; above this, quantize_refit instead
 
 
 def quantize_gptq(problem: RefitProblem, rec: Reconstruction, bits: int, init: str = "linear", seed: int = 0,
@@ -339,9 +340,12 @@ def quantize_gptq(problem: RefitProblem, rec: Reconstruction, bits: int, init: s
     survivor only moves to a more common neighbouring value where that costs little output error; 0
     gives plain GPTQ (nearest value with error feedback). Refitted survivors spread evenly over the
     codebook (unlike magnitude-pruned weights, which pile up next to the pruning threshold) and would
-    otherwise cost about a bit more per weight once Huffman coded."""
+    otherwise cost about a bit more per weight once Huffman coded. Layers whose rows keep too many
+    weights to factor each row's H_SS (GPTQ_FLOP_BUDGET) get quantize_refit instead."""
     w, b, h = problem.w, problem.b, problem.h
     mask = rec.mask
+    if 2 * float((mask.sum(1).astype(np.float64) ** 3).sum()) > GPTQ_FLOP_BUDGET:
+        return quantize_refit(problem, rec, bits, init=init, seed=seed, rounds=rounds)
     rows, cols = np.nonzero(mask)
     w_fit = rec.weight.astype(np.float64)
     values = w_fit[rows, cols]
