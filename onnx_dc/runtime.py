@@ -72,8 +72,17 @@ def make_session(model_path_or_bytes: Any, intra_op_threads: int | None = None, 
 
 
 def _predecoded(model: Any) -> Any:
-    """`model` with its DCDecode constants decoded (serialized bytes), or `model` itself when it has none or
-    the result would not fit in one protobuf (then onnxruntime runs DCDecode at run time, as documented)."""
+    """`model` with its DCDecode constants decoded (serialized bytes), or `model` itself when it has none,
+    when the result would not fit in one protobuf, or when anything about it is wrong (a file that does not
+    parse, a payload the reader refuses, a tensor too large to decode): onnxruntime then loads the model as
+    it is and reports what is wrong in its usual way. Predecoding is an optimization, never a new failure."""
+    try:
+        return _predecode(model)
+    except Exception:  # noqa: BLE001 - see above: the session reports the problem, not this shortcut
+        return model
+
+
+def _predecode(model: Any) -> Any:
     import onnx
 
     from .graph.decompress import decode_constant_payloads

@@ -5,8 +5,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ..codec.payload import read_payload
+from ..codec.payload import PayloadError, read_info, read_payload
 from .rewrite import DOMAIN, META_LAYERS, PAYLOAD_INPUT, _Names, get_metadata
+
+
+DECODE_ALWAYS_ELEMENTS = 1 << 26  # custom_ops/src/register.cc (DCDecode): always accepted
+DECODE_ELEMENTS_PER_BYTE = 65536  # beyond that, at most this many elements per payload byte
 
 
 def decode_dense_fast(blob: bytes) -> np.ndarray:
@@ -133,14 +137,21 @@ def decode_constant_payloads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     targets = [n for n in g.node if n.domain == DOMAIN and n.op_type == "DCDecode" and n.input and n.input[0] in inits]
     if not targets:
         return model, 0
+    blobs = {}
+    for node in targets:
+        blob = numpy_helper.to_array(inits[node.input[0]]).tobytes()
+        info, _ = read_info(blob)  # header checks only; raises PayloadError
+        # The native DCDecode's rule: a tensor larger than its payload can justify is refused, not allocated.
+        if info.rows * info.cols > max(DECODE_ALWAYS_ELEMENTS, DECODE_ELEMENTS_PER_BYTE * len(blob)):
+            raise PayloadError(f"payload {node.input[0]!r} declares {info.rows * info.cols} elements, more than "
+                               "its size can justify")
+        blobs[node.name, node.output[0]] = blob
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
     inits = {t.name: t for t in g.initializer}
-    dense = []
-    for node in targets:
-        blob = numpy_helper.to_array(inits[node.input[0]]).tobytes()
-        dense.append(numpy_helper.from_array(decode_dense_fast(blob), node.output[0]))
+    dense = [numpy_helper.from_array(decode_dense_fast(blobs[node.name, node.output[0]]), node.output[0])
+             for node in targets]
     done = {n.output[0] for n in targets}
     nodes = [n for n in g.node if not (n.domain == DOMAIN and n.op_type == "DCDecode" and n.output[0] in done)]
     del g.node[:]
