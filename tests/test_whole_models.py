@@ -196,3 +196,21 @@ def test_make_session_predecodes_dense_constants(lib_path, tmp_path):
     c = make_session(dc, intra_op_threads=1).run(None, feeds)[0]
     assert _max_scaled_diff(a, b) <= 1e-5 and np.array_equal(a, c)
     assert decode_constant_payloads(onnx.load(src))[1] == 0  # nothing to do: the same model back
+
+
+def test_data_aware_conv_runs_sparse_with_its_refitted_bias(lib_path, tmp_path):
+    original = builders.conv_variant(cin=16, cout=32)
+    src = builders.save(original, tmp_path / "in.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "calib.npz", X=rng.standard_normal((64, 16, 12, 12)).astype(np.float32))
+    opts = dataclasses.replace(OPTS, conv_exec="sparse", calibration=str(tmp_path / "calib.npz"))
+    result = onnx_dc.compress(src, tmp_path / "dc.onnx", opts)
+    dc = onnx.load(str(tmp_path / "dc.onnx"))
+    (node,) = [n for n in dc.graph.node if n.domain == "onnx_dc"]
+    assert node.op_type == "DCSparseConv" and node.input[2] != "B"  # the refitted bias, not the original
+    onnx_dc.decompress(tmp_path / "dc.onnx", tmp_path / "dense.onnx")
+    feeds = builders.random_feeds(original, batch=2)
+    got = make_session(tmp_path / "dc.onnx", intra_op_threads=1).run(None, feeds)[0]
+    want = _ort(tmp_path / "dense.onnx").run(None, feeds)[0]
+    assert _max_scaled_diff(got, want) <= 1e-5
+    assert result.report["layers"][0]["execution"] == "sparse"
