@@ -182,7 +182,8 @@ def compress_calibrated(
             xo = original.run(inputs, batch)
             xc = xo if working is original else working.run(inputs, batch)
             for u, (a, b) in enumerate(zip(xc, xo)):
-                rc, ro = as_rows(layer, u, a), as_rows(layer, u, b)
+                ro = as_rows(layer, u, b)
+                rc = ro if a is b else as_rows(layer, u, a)
                 stats.add(rc, ro)
                 if classifier:
                     stride = max(1, int(np.ceil(n_samples * rc.shape[0] / len(a) * k / MAX_KL_VALUES)))

@@ -42,17 +42,21 @@ class LayerStats:
         self.oo = np.zeros((k, k))
 
     def add(self, x_c: np.ndarray, x_o: np.ndarray) -> None:
-        """Add a batch of rows ([rows, K] each; row i of both is the same sample and position)."""
-        x_c = np.asarray(x_c, dtype=np.float64).reshape(-1, self.k)
-        x_o = np.asarray(x_o, dtype=np.float64).reshape(-1, self.k)
+        """Add a batch of rows ([rows, K] each; row i of both is the same sample and position). The
+        products run in float32 (the batch's own rounding, ~1e-7 relative) and accumulate in float64;
+        one product serves all three when both are the same array."""
+        same = x_c is x_o
+        x_c = np.asarray(x_c, dtype=np.float32).reshape(-1, self.k)
+        x_o = x_c if same else np.asarray(x_o, dtype=np.float32).reshape(-1, self.k)
         if x_c.shape != x_o.shape:
             raise ValueError(f"calibration batches differ in shape: {x_c.shape} vs {x_o.shape}")
         self.n += x_c.shape[0]
-        self.sum_c += x_c.sum(0)
-        self.sum_o += x_o.sum(0)
-        self.cc += x_c.T @ x_c
-        self.co += x_c.T @ x_o
-        self.oo += x_o.T @ x_o
+        self.sum_c += x_c.sum(0, dtype=np.float64)
+        self.sum_o += x_o.sum(0, dtype=np.float64)
+        cc = x_c.T @ x_c
+        self.cc += cc
+        self.co += cc if same else x_c.T @ x_o
+        self.oo += cc if same else x_o.T @ x_o
 
     @property
     def mean_c(self) -> np.ndarray:
@@ -295,7 +299,7 @@ def quantize_refit(problem: RefitProblem, rec: Reconstruction, bits: int, init: 
     def objective(cb, lab):
         wq = np.zeros_like(w)
         wq[rows, cols] = cb[lab]
-        return float(np.einsum("nk,kj,nj->", wq, h, wq) - 2 * np.einsum("nk,nk->", wq, g)), wq
+        return float(((wq @ h) * wq).sum() - 2 * (wq * g).sum()), wq
 
     best = (objective(codebook, labels)[0], codebook.copy(), labels.copy())
     for _ in range(rounds):
@@ -531,7 +535,7 @@ def relative_output_error(wq, bq, w, b, stats: "LayerStats") -> float:
     n = max(stats.n, 1)
     cc, co, oo = stats.cc / n, stats.co / n, stats.oo / n
     mc, mo = stats.mean_c, stats.mean_o
-    qq = np.einsum("nk,kj,nj->", wq, cc, wq) + 2 * bq @ (wq @ mc) + bq @ bq
-    qo = np.einsum("nk,kj,nj->", wq, co, w) + bq @ (w @ mo) + b @ (wq @ mc) + bq @ b
-    tt = np.einsum("nk,kj,nj->", w, oo, w) + 2 * b @ (w @ mo) + b @ b
+    qq = ((wq @ cc) * wq).sum() + 2 * bq @ (wq @ mc) + bq @ bq
+    qo = ((wq @ co) * w).sum() + bq @ (w @ mo) + b @ (wq @ mc) + bq @ b
+    tt = ((w @ oo) * w).sum() + 2 * b @ (w @ mo) + b @ b
     return float(max(qq - 2 * qo + tt, 0.0) / max(tt, 1e-30))
