@@ -326,7 +326,7 @@ def quantize_refit(problem: RefitProblem, rec: Reconstruction, bits: int, init: 
 
 
 QUANTIZERS = ("gptq", "kmeans")
-RATE = 0.5  # the price of one bit of cluster-index code, in units of a quantization step's output error
+RATE = 1.0  # the price of one bit of cluster-index code, in units of a quantization step's output error
 GPTQ_CHUNK_FLOATS = 4_000_000  # rows processed together by the GPTQ sweep: their padded H_SS⁻¹ factors
 GPTQ_FLOP_BUDGET = 2e10  # per-row H_SS⁻¹ factors cost about 2·Σ|S|³ flops; above this, quantize_refit instead
 
