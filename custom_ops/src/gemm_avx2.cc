@@ -51,6 +51,7 @@ void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float
     uint64_t i = rb[n];
     const uint64_t end = rb[n + 1];
     for (; i + 4 <= end; i += 4) {
+      PrefetchBlocks(col, wt, i);
       const __m128 t0 = Sum4(x, col + kBlock * i), t1 = Sum4(x, col + kBlock * (i + 1));
       const __m128 t2 = Sum4(x, col + kBlock * (i + 2)), t3 = Sum4(x, col + kBlock * (i + 3));
       const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, t3));

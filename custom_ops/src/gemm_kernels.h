@@ -10,6 +10,7 @@
 #error "define ONNX_DC_KERNEL_NS before including gemm_kernels.h"
 #endif
 
+#include <cstdint>
 #include <cstring>
 
 #include "onnx_dc/gemm.h"
@@ -75,6 +76,20 @@ inline float BlockSum(const float* __restrict x, const Col* __restrict c) {
   return t;
 }
 
+// Software prefetch of the execution format kPrefetchBlocks blocks ahead of the one being read (its column
+// indices and its codebook value), with no intent to keep it (NTA): the tile kernels' packed X misses L1 on
+// most slots, and the hardware prefetcher alone does not keep the stream of blocks ahead. Measured on
+// 4096x4096 at 10% (1 thread, CPU time, interleaved medians): batch 8 3-8% faster, batch 1 ~4% (the batch-1
+// kernels prefetch the same way). A prefetch never faults, so the address may lie past the arrays' end; it
+// is formed as an integer so that no out-of-range pointer is computed.
+inline constexpr uint64_t kPrefetchBlocks = 64;
+template <typename Col>
+inline void PrefetchBlocks(const Col* col, const float* wt, uint64_t i) {
+  const uint64_t j = i + kPrefetchBlocks;
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(col) + j * kBlock * sizeof(Col)), 0, 0);
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(wt) + j * sizeof(float)), 0, 0);
+}
+
 inline void FillBias(const float* bias, float* y, uint64_t out_stride, uint64_t r0, uint64_t r1) {
   for (uint64_t n = r0; n < r1; ++n) y[n * out_stride] = bias ? bias[n] : 0.0f;
 }
@@ -103,6 +118,7 @@ void VectorRowsT(const BlockMatrix& w, const float* __restrict x, const float* _
     uint64_t i = rb[n];
     const uint64_t end = rb[n + 1];
     for (; i + 4 <= end; i += 4) {
+      PrefetchBlocks(col, wt, i);
       a0 = a0 + wt[i] * BlockSum(x, col + kBlock * i);
       a1 = a1 + wt[i + 1] * BlockSum(x, col + kBlock * (i + 1));
       a2 = a2 + wt[i + 2] * BlockSum(x, col + kBlock * (i + 2));
@@ -162,6 +178,7 @@ void TileRowsT(const BlockMatrix& w, const float* __restrict xt, size_t valid, c
     uint64_t i = rb[n];
     const uint64_t end = rb[n + 1];
     for (; i + 4 <= end; i += 4) {
+      PrefetchBlocks(tile.col, tile.wt, i);
       tile.Block(i, a[0]);
       tile.Block(i + 1, a[1]);
       tile.Block(i + 2, a[2]);
