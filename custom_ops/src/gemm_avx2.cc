@@ -46,12 +46,13 @@ void VectorRowsAvx2(const BlockMatrix& w, const float* __restrict x, const float
   const __m128 keep[4] = {_mm_castsi128_ps(_mm_setr_epi32(0, 0, 0, 0)), _mm_castsi128_ps(_mm_setr_epi32(-1, 0, 0, 0)),
                           _mm_castsi128_ps(_mm_setr_epi32(-1, -1, 0, 0)),
                           _mm_castsi128_ps(_mm_setr_epi32(-1, -1, -1, 0))};
+  const bool prefetch = w.blocks >= kPrefetchMinBlocks;
   for (uint64_t n = r0; n < r1; ++n) {
     __m128 acc = _mm_setzero_ps();
     uint64_t i = rb[n];
     const uint64_t end = rb[n + 1];
     for (; i + 4 <= end; i += 4) {
-      PrefetchBlocks(col, wt, i);
+      if (prefetch) PrefetchBlocks(col, wt, i);
       const __m128 t0 = Sum4(x, col + kBlock * i), t1 = Sum4(x, col + kBlock * (i + 1));
       const __m128 t2 = Sum4(x, col + kBlock * (i + 2)), t3 = Sum4(x, col + kBlock * (i + 3));
       const __m128 t = _mm_movelh_ps(_mm_unpacklo_ps(t0, t1), _mm_unpacklo_ps(t2, t3));
