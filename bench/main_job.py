@@ -35,8 +35,10 @@ def main():
     np.savez(calibration, input=preprocess(images[np.random.default_rng(0).choice(len(images), 2000, replace=False)],
                                            ["batch", 784]))
     aware_path = out_dir / "lenet_300_100.dc-calibrated.onnx"
-    print(f"\nonnx-dc compress {original.relative_to(ROOT)} -o {aware_path} {LENET_300_100_CLI} --calibration {calibration}")
-    aware_result = onnx_dc.compress(original, aware_path, dataclasses.replace(LENET_300_100, calibration=str(calibration)))
+    print(f"\nonnx-dc compress {original.relative_to(ROOT)} -o {aware_path} {LENET_300_100_CLI} --calibration {calibration} "
+          "--output-fit kl")
+    aware_result = onnx_dc.compress(original, aware_path, dataclasses.replace(LENET_300_100, calibration=str(calibration),
+                                                                             output_fit="kl"))
     aware = evaluate(aware_path, "fashion-mnist", reference_path=original)
     x = np.zeros((1, 784), np.float32)
     x[0, ::3] = 0.5

@@ -203,7 +203,8 @@ def _compress_layers(model, layers, options: CompressOptions, progress):
         fit = [i for i, layer in enumerate(layers) if layer.kind in SENSITIVITY_KINDS]
         fitted = compress_calibrated(model, [layers[i] for i in fit], [policies[i] for i in fit], feeds,
                                      init=options.init, seed=options.seed, huffman=options.huffman,
-                                     prune_method=options.prune_method, progress=progress)
+                                     prune_method=options.prune_method, progress=progress,
+                                     quantizer=options.quantizer, output_fit=options.output_fit)
         fitted_at = {i: (f.layer, f.packed.payload) for i, f in zip(fit, fitted)}
         if len(fitted_at) == len(layers):
             return [fitted_at[i] for i in range(len(layers))]

@@ -24,7 +24,7 @@ from .codec.refit import (
     LayerStats, Reconstruction, RefitProblem, kl_refit, prune_reconstruct, quantize_gptq, quantize_refit,
     refit_problem, relative_output_error,
 )
-from .config import ConfigError, LayerPolicy
+from .config import OUTPUT_FITS, ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
 from .graph.match import Layer
@@ -35,7 +35,6 @@ MIN_ROWS_PER_INPUT = 0.25  # rows of calibration data needed per input of a laye
 MAX_KL_VALUES = 20_000_000  # inputs kept per sample for the output layer's KL refit (rows × K), float32
 KL_TEMPERATURE = 4.0
 KL_MAX_ITER = 300
-OUTPUT_FITS = ("kl", "mse")
 # Ops an output passes through on its way to the next layer without mixing channels.
 CHANNELWISE = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish",
                "Gelu", "Softplus", "MaxPool", "AveragePool", "Identity", "Dropout", "Flatten", "Reshape"}
@@ -151,7 +150,7 @@ def compress_calibrated(
     prune_method: str = "obs",
     progress: Callable[[str, int, int], None] | None = None,
     quantizer: str = "gptq",
-    output_fit: str = "kl",
+    output_fit: str = "mse",
 ) -> list[FittedLayer]:
     """`quantizer`: 'gptq' (entropy-constrained GPTQ, see refit.quantize_gptq) or 'kmeans' (k-means,
     least-squares codebook refits, nearest-value re-assignment). `output_fit`: 'kl' refits a classifier

@@ -147,6 +147,12 @@ def main():
 @click.option("--prune-method", default="obs", show_default=True,
               type=click.Choice(["obs", "obs-oneshot", "sparsegpt", "magnitude"]),
               help="With --calibration: how to choose the pruned weights.")
+@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(["gptq", "kmeans"]),
+              help="With --calibration: gptq assigns shared values one weight at a time with error feedback and "
+                   "a price on code length; kmeans clusters, then refits the shared values by least squares.")
+@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(["mse", "kl"]),
+              help="With --calibration, for a layer whose output is a model output: mse reproduces its values; "
+                   "kl (classifiers: the output is logits) reproduces the original's predicted distribution.")
 @click.option("--target-ratio", type=float, metavar="R",
               help="With --calibration: choose per-layer sparsity and bits to make the file R times smaller "
                    "at the least output error (overrides --sparsity/--bits).")
@@ -155,8 +161,8 @@ def main():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
-             kinds, conv_exec, min_weights, allow_unchanged, calibration, prune_method, target_ratio, jobs, as_json,
-             quiet):
+             kinds, conv_exec, min_weights, allow_unchanged, calibration, prune_method, quantizer, output_fit,
+             target_ratio, jobs, as_json, quiet):
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
@@ -170,7 +176,8 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
             layer_sparsity=parse_layer_overrides(layer_sparsity, "--layer-sparsity", sparsity_value),
             layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
             init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,
-            calibration=calibration, prune_method=prune_method, target_ratio=target_ratio, jobs=jobs,
+            calibration=calibration, prune_method=prune_method, quantizer=quantizer, output_fit=output_fit,
+            target_ratio=target_ratio, jobs=jobs,
         )
         if quiet or as_json or not sys.stderr.isatty():
             result = api_compress(input_path, output_path, options)

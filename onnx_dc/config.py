@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .codec.cluster import INIT_METHODS
-from .codec.refit import PRUNE_METHODS
+from .codec.refit import PRUNE_METHODS, QUANTIZERS
 
 KINDS = ("fc", "conv", "emb", "other")
 KIND_NAMES = {"fc": "fully-connected (Gemm, MatMul)", "conv": "convolution kernels", "emb": "embedding tables (Gather)",
@@ -104,6 +104,7 @@ DEFAULT_SPARSITY = PerKind(0.9, 0.5, 0.5, 0.0)
 DEFAULT_BITS = PerKind(5, 8, 8, 8)
 DEFAULT_INDEX_BITS = PerKind(5, 8, 4, 4)
 CONV_EXEC = ("auto", "sparse", "dense")
+OUTPUT_FITS = ("mse", "kl")  # how data-aware compression fits a layer that produces a model output
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,9 @@ class CompressOptions:
     calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
     prune_method: str = "obs"  # with calibration data: see codec.refit.PRUNE_METHODS
     target_ratio: float | None = None  # pick per-layer settings from a sensitivity analysis to reach it
+    quantizer: str = "gptq"  # with calibration data: gptq (entropy-constrained, error feedback) or kmeans
+    output_fit: str = "mse"  # with calibration data, a layer producing a model output: mse (its values) or kl
+    #                          (a classifier's predicted distribution; for logits only)
     jobs: int = 1  # data-free layers compressed in parallel worker processes
 
     def __post_init__(self):
@@ -152,6 +156,10 @@ class CompressOptions:
         if self.prune_method not in PRUNE_METHODS:
             raise ConfigError(f"--prune-method: unknown method {self.prune_method!r}; choose one of "
                               f"{', '.join(PRUNE_METHODS)}")
+        if self.quantizer not in QUANTIZERS:
+            raise ConfigError(f"--quantizer: expected one of {', '.join(QUANTIZERS)}, got {self.quantizer!r}")
+        if self.output_fit not in OUTPUT_FITS:
+            raise ConfigError(f"--output-fit: expected one of {', '.join(OUTPUT_FITS)}, got {self.output_fit!r}")
         if self.target_ratio is not None and not self.target_ratio > 1:
             raise ConfigError(f"--target-ratio must be > 1, got {self.target_ratio}")
         if self.jobs < 1:
