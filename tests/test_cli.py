@@ -145,3 +145,19 @@ def test_allow_unchanged_writes_a_model_without_eligible_layers(tmp_path, mlp):
     _bad_files(tmp_path, mlp)
     r = _run("compress", tmp_path / "relu.onnx", "-o", tmp_path / "o.onnx", "--allow-unchanged")
     assert r.exit_code == 0 and (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--output-fit", "kl", "--quantizer", "kmeans"], ["--output-fit", "mse"]])
+def test_compress_with_calibration_options(tmp_path, mlp, extra):
+    import numpy as np
+
+    np.savez(tmp_path / "calib.npz", input=np.random.default_rng(0).standard_normal((256, 64)).astype(np.float32))
+    r = _run("compress", mlp, "-o", tmp_path / "out.onnx", "--min-weights", "16", "--calibration",
+             tmp_path / "calib.npz", "-q", *extra)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out.onnx").exists()
+
+
+def test_unknown_output_fit_is_refused(tmp_path, mlp):
+    r = _run("compress", mlp, "-o", tmp_path / "out.onnx", "--output-fit", "logits")
+    assert r.exit_code != 0 and "logits" in r.output and not (tmp_path / "out.onnx").exists()
