@@ -111,6 +111,24 @@ def test_constant_chains_fold_without_copies():
     assert count == 0 and [n.op_type for n in folded.graph.node] == ["Transpose", "MatMul", "Identity"]
 
 
+def test_pass_through_identity_between_matmul_and_add_still_fuses(lib_path, tmp_path):
+    m = builders.matmul(bias=True)
+    (mm, add) = m.graph.node
+    mm.output[0] = "mm_raw"
+    m.graph.node.insert(1, onnx.helper.make_node("Identity", ["mm_raw"], ["mm"], name="pass"))
+    onnx.checker.check_model(m)
+    src = builders.save(m, tmp_path / "in.onnx")
+    result = onnx_dc.compress(src, tmp_path / "dc.onnx", OPTS)
+    dc = onnx.load(str(tmp_path / "dc.onnx"))
+    assert [n.op_type for n in dc.graph.node] == ["DCSparseGemm"] and len(dc.graph.node[0].input) == 3
+    assert result.report["layers"][0]["op"] == "MatMul+Add"
+    onnx_dc.decompress(tmp_path / "dc.onnx", tmp_path / "dense.onnx")
+    feeds = builders.random_feeds(m)
+    got = make_session(tmp_path / "dc.onnx").run(None, feeds)[0]
+    want = _ort(tmp_path / "dense.onnx").run(None, feeds)[0]
+    assert _max_scaled_diff(got, want) <= 1e-5
+
+
 def test_kinds_option_limits_what_is_compressed(tmp_path):
     src = builders.save(builders.embedding(), tmp_path / "in.onnx")
     result = onnx_dc.compress(src, tmp_path / "dc.onnx", dataclasses.replace(OPTS, kinds=frozenset({"fc"})))

@@ -1,8 +1,9 @@
 """Constant chains, as exporters write them: a weight reached through Identity, Cast or Transpose of a
 constant is made a constant itself before matching, so that the layer behind it can be compressed.
 
-- `Identity(c)`: its consumers read `c` directly (an alias costs nothing; exporters use Identity to share
-  one tensor under several names, e.g. tied LayerNorm parameters).
+- `Identity(x)`: its consumers read `x` directly (an alias costs nothing; exporters use Identity to share
+  one tensor under several names, e.g. tied LayerNorm parameters, and Paddle2ONNX puts pass-through ones
+  between activations, e.g. between a MatMul and its bias Add, which then fuse).
 - `Cast(c, to=FLOAT)` and `Transpose(c)`: folded into a new initializer under the node's output name, when
   nothing else reads `c` (otherwise folding would store the tensor twice).
 
@@ -60,11 +61,15 @@ def _fold_once(model: onnx.ModelProto, base_dir: str | None) -> int:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FOLDABLE or len(node.input) < 1:
             continue
         src, dst = node.input[0], node.output[0]
-        if dst in protected or not index.is_constant_source(src):
+        if dst in protected:
             continue
         if node.op_type == "Identity":
+            # Of a constant or of an activation (Paddle2ONNX writes many pass-through ones, e.g. between a
+            # MatMul and its bias Add): its readers can read the source directly.
             alias[dst] = src
             drop.add(i)
+            continue
+        if not index.is_constant_source(src):
             continue
         if len(index.consumers.get(src, [])) != 1 or src in protected:
             continue  # another reader of the source: folding would keep two copies
