@@ -129,6 +129,32 @@ def test_pass_through_identity_between_matmul_and_add_still_fuses(lib_path, tmp_
     assert _max_scaled_diff(got, want) <= 1e-5
 
 
+def test_tied_embedding_and_output_projection_share_one_decoded_table(lib_path, tmp_path):
+    """A table read by Gather and (transposed) by the output MatMul, as in tied language-model heads: stored
+    once, compressed, decoded once for both readers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = np.random.default_rng(0).standard_normal((300, 32)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["emb"]),
+             helper.make_node("Transpose", ["table"], ["table_t"], perm=[1, 0]),
+             helper.make_node("MatMul", ["emb", "table_t"], ["logits"])]
+    graph = helper.make_graph(nodes, "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "S"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", "S", 300])],
+                              [numpy_helper.from_array(table, "table")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src = builders.save(m, tmp_path / "in.onnx")
+    result = onnx_dc.compress(src, tmp_path / "dc.onnx", OPTS)
+    (layer,) = result.report["layers"]
+    assert layer["kind"] == "other" and "also used by" in layer["exec_reason"]
+    dc = onnx.load(str(tmp_path / "dc.onnx"))
+    assert [n.op_type for n in dc.graph.node].count("DCDecode") == 1
+    onnx_dc.decompress(tmp_path / "dc.onnx", tmp_path / "dense.onnx")
+    feeds = builders.random_feeds(m, int_high=300)
+    got = make_session(tmp_path / "dc.onnx", predecode=False).run(None, feeds)[0]
+    want = _ort(tmp_path / "dense.onnx").run(None, feeds)[0]
+    assert _max_scaled_diff(got, want) <= 1e-5
+
+
 def test_kinds_option_limits_what_is_compressed(tmp_path):
     src = builders.save(builders.embedding(), tmp_path / "in.onnx")
     result = onnx_dc.compress(src, tmp_path / "dc.onnx", dataclasses.replace(OPTS, kinds=frozenset({"fc"})))
