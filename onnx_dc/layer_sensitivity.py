@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from .codec import compress_tensor, pack_tensor
-from .codec.refit import LayerStats, prune_reconstruct, quantize_gptq, refit_problem
+from .codec.refit import LayerStats, prune_reconstruct, quantize_gptq, quantize_refit, refit_problem
 from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
@@ -55,27 +55,35 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     """Sensitivity of each layer at each (sparsity, bits), measured on `eval_feeds` (default: `feeds`,
     the calibration data; `labels` go with eval_feeds). With options.calibration set, each candidate is
     compressed data-aware from `feeds` (one-shot OBS + refits, the fast variant), else by magnitude +
-    k-means."""
+    k-means. The output layer is fitted as compression will fit it: with options.output_fit 'kl' a
+    classifier output layer is refitted to the original predicted distribution (calibrated._fit_classifier),
+    so its candidates are priced at the errors that the written model will have."""
     bits = bits or DEFAULT_BITS
     calib = feeds
     feeds = eval_feeds if eval_feeds is not None else feeds
     reference = _outputs(session(model.SerializeToString()), feeds)
     energy = float((reference.astype(np.float64) ** 2).sum()) or 1.0
     top = reference.argmax(1)
-    stats = _layer_stats(model, layers, calib) if options.calibration else {}
+    from .calibrated import _downstream, _row_weight
+
+    downstream = _downstream(model, layers) if options.calibration else [(None, False)] * len(layers)
+    kl_layers = _kl_layers(layers, options, downstream)
+    stats, kept = _layer_stats(model, layers, calib, kl_layers) if options.calibration else ({}, {})
     out = []
     total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
     done = 0
-    for layer in layers:
+    for layer, (nxt, _) in zip(layers, downstream):
         sens = LayerSensitivity(layer.weight_name, layer.kind, int(layer.weight.size))
         problem = _problem(layer, stats.get(layer.weight_name))
+        # The survivor budget shared across the outputs as compress --calibration shares it.
+        row_weight = _row_weight(layer, layers[nxt]) if nxt is not None else None
         for s in sparsities:
-            rec = _prune(problem, s, options)
+            rec = _prune(problem, s, options, row_weight)
             for b in bits[layer.kind]:
                 if progress:
                     progress(f"{layer.weight_name} keep {1 - s:.0%} {b}-bit", done, total)
                 done += 1
-                packed, new_layer = _compress_one(layer, problem, rec, s, b, options)
+                packed, new_layer = _compress_one(layer, problem, rec, s, b, options, kept.get(layer.weight_name))
                 candidate, _ = rewrite(model, [new_layer], {layer.weight_name: packed.payload})
                 y = _outputs(session(decompress_model(candidate).SerializeToString()), feeds)
                 point = Point(s, b, len(packed.payload),
@@ -90,17 +98,37 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     return out
 
 
-def _layer_stats(model, layers, feeds) -> dict[str, LayerStats]:
+def _kl_layers(layers, options: CompressOptions, downstream) -> set[str]:
+    """The layers compress --calibration refits to the predicted distribution (output_fit 'kl')."""
+    from .calibrated import _bias, _is_classifier
+
+    if not options.calibration or options.output_fit != "kl":
+        return set()
+    return {layer.weight_name for layer, (_, final) in zip(layers, downstream)
+            if _is_classifier(layer, final) and _bias(layer) is not None}
+
+
+def _layer_stats(model, layers, feeds, kl_layers=frozenset()) -> tuple[dict[str, LayerStats], dict[str, np.ndarray]]:
+    """Per layer: its input statistics; for the layers in `kl_layers`, also the input rows the KL refit
+    needs (thinned as compress_calibrated thins them)."""
+    from .calibrated import MAX_KL_VALUES
+
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
     sess = session(with_outputs(model, names))
     stats = {layer.weight_name: LayerStats(layer.weight.reshape(layer.shape[0], -1).shape[1]) for layer in layers}
+    kept = {name: [] for name in kl_layers}
+    n_samples = len(next(iter(feeds.values())))
     for batch in batches(feeds, 256):
         values = dict(zip(names, sess.run(names, batch)))
         for layer in layers:
             for u, name in enumerate(layer_inputs(layer)):
                 rows = as_rows(layer, u, values[name])
                 stats[layer.weight_name].add(rows, rows)
-    return stats
+                if layer.weight_name in kept:
+                    k = rows.shape[1]
+                    stride = max(1, int(np.ceil(n_samples * rows.shape[0] / len(values[name]) * k / MAX_KL_VALUES)))
+                    kept[layer.weight_name].append(rows[::stride].astype(np.float32))
+    return stats, {name: np.concatenate(rows) for name, rows in kept.items() if rows}
 
 
 def _problem(layer: Layer, stats: LayerStats | None):
@@ -112,23 +140,32 @@ def _problem(layer: Layer, stats: LayerStats | None):
     return refit_problem(layer.weight.reshape(layer.shape[0], -1), bias, stats, free_bias=bias is not None)
 
 
-def _prune(problem, sparsity: float, options: CompressOptions):
+def _prune(problem, sparsity: float, options: CompressOptions, row_weight=None):
     if problem is None:
         return None
     # The fast variant: one OBS cut on the unconstrained optimum, survivors refitted exactly.
-    return prune_reconstruct(problem, sparsity, "magnitude" if options.prune_method == "magnitude" else "obs-oneshot")
+    return prune_reconstruct(problem, sparsity, "magnitude" if options.prune_method == "magnitude" else "obs-oneshot",
+                             row_weight=row_weight)
 
 
-def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, options: CompressOptions):
-    from .calibrated import _with_bias
+def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, options: CompressOptions,
+                  kl_rows: np.ndarray | None = None):
+    from .calibrated import _fit_classifier, _with_bias
 
     index_bits = int(options.index_bits.for_kind(layer.kind))
     if problem is None:
         packed = compress_tensor(layer.weight, sparsity, bits, index_bits, init=options.init, seed=options.seed,
                                  huffman=options.huffman)
         return packed, layer
-    # The quantizer of compress --calibration (one round), so the payload sizes are the ones it writes.
-    q = quantize_gptq(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
+    if kl_rows is not None:
+        # output_fit 'kl': the classifier output layer fitted exactly as compress --calibration fits it (the
+        # layer alone, so the compressed model's inputs are the original's).
+        q = _fit_classifier(problem, rec, kl_rows, kl_rows, bits, options.init, options.seed, options.quantizer)
+    elif options.quantizer == "kmeans":
+        q = quantize_refit(problem, rec, bits, init=options.init, seed=options.seed)
+    else:
+        # The quantizer of compress --calibration (one round), so the payload sizes are the ones it writes.
+        q = quantize_gptq(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
     packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
     return packed, (_with_bias(layer, q.bias) if problem.free_bias else layer)
 

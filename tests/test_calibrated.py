@@ -271,3 +271,34 @@ def test_sensitivity_json(tmp_path):
         err = {p["sparsity"]: p["output_error"] for p in points if p["layer"] == layer and p["bits"] == 5}
         assert err[0.9] > err[0.5]  # pruning harder hurts more
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
+    """With output_fit 'kl' the output layer's candidates are fitted as compression fits them (the KL refit),
+    the hidden layers' as before; with 'mse' no KL refit runs."""
+    import onnx_dc.calibrated as calibrated
+    from onnx_dc import layer_sensitivity
+
+    model = builders.mlp((64, 48, 32, 10))
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz", n=300)
+    calls = []
+    real = calibrated._fit_classifier
+    monkeypatch.setattr(calibrated, "_fit_classifier", lambda problem, *a, **k: calls.append(problem.w.shape) or
+                        real(problem, *a, **k))
+    run = {fit: onnx_dc.sensitivity(src, str(tmp_path / "cal.npz"), sparsities=(0.5, 0.9),
+                                    options=CompressOptions(min_weights=16, output_fit=fit)) for fit in ("mse", "kl")}
+    assert calls == [(10, 32)] * 2 * 3  # the output layer only: sparsities × bit widths
+    by = {fit: {(s.name, p.sparsity, p.bits): p for s in sens for p in s.points} for fit, sens in run.items()}
+    for key, p in by["kl"].items():
+        if key[0] != "fc3.weight":
+            assert p == by["mse"][key]  # the hidden layers are unaffected
+    # The output layer's kl candidate is the one compress --calibration --output-fit kl writes (fc3 alone,
+    # with the analysis' one-shot OBS mask).
+    fc3 = [layer for layer in find_layers(model, 16)[0] if layer.weight_name == "fc3.weight"]
+    cal = {"input": np.load(tmp_path / "cal.npz")["input"]}
+    policy = layer_sensitivity.LayerPolicy(0.9, 5, int(CompressOptions().index_bits.for_kind("fc")))
+    fitted = calibrated.compress_calibrated(model, fc3, [policy], cal, prune_method="obs-oneshot", output_fit="kl")
+    point = by["kl"][("fc3.weight", 0.9, 5)]
+    assert len(fitted[0].packed.payload) == point.payload_bytes
+    assert fitted[0].error == pytest.approx(point.output_error, rel=1e-5)  # one layer, outputs are its logits
