@@ -159,7 +159,9 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
     best = None
     passed = failed = None  # the largest budget known to fit the target, the smallest known not to
-    for _ in range(8):
+    for attempt in range(16):
+        if attempt >= 8 and best is not None:
+            break  # eight tries refine a result that fits; up to eight more look for one that fits at all
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
                                         original_bytes)
@@ -170,8 +172,8 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
                 best = (new_model, all_skipped, chosen)
         else:
             failed = budget if failed is None else min(failed, budget)
-        if abs(size - target_bytes) <= 0.02 * target_bytes:
-            break
+        if best is not None and target_bytes - best[0].ByteSize() <= 0.02 * target_bytes:
+            break  # fits, and within 2% of the target: close enough (a miss just above it is not)
         # The estimates (one-shot sensitivity payloads, fixed overhead) missed by this much: move the
         # budget by the miss, but stay between what is known to pass and what is known to fail.
         budget -= size - target_bytes

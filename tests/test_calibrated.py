@@ -302,3 +302,25 @@ def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
     point = by["kl"][("fc3.weight", 0.9, 5)]
     assert len(fitted[0].packed.payload) == point.payload_bytes
     assert fitted[0].error == pytest.approx(point.output_error, rel=1e-5)  # one layer, outputs are its logits
+
+
+def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
+    """A try within 2% of the target but above it does not fit: the search goes on (it used to stop and
+    report failure, e.g. 44.7x for --target-ratio 45)."""
+    from onnx_dc import api
+
+    sizes = iter([1010, 1005, 990, 995])  # bytes; the target is 1,000
+
+    class Model:
+        def __init__(self, n):
+            self.n = n
+
+        def ByteSize(self):
+            return self.n
+
+    monkeypatch.setattr(api, "_build", lambda *a, **k: (Model(next(sizes)), []))
+    monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", lambda sens, budget: {})
+    monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: options)
+    opts = CompressOptions(calibration="unused.npz", target_ratio=10)
+    model, _, _ = api._build_to_ratio(None, [], [], opts, None, 10_000, sens=[])
+    assert model.ByteSize() == 990
