@@ -157,7 +157,8 @@ def decode_constant_payloads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
     del g.node[:]
     g.node.extend(nodes)
     used = {x for n in g.node for x in n.input}
-    kept = [t for t in g.initializer if t.name in used or t.name not in {n.input[0] for n in targets}]
+    decoded_payloads = {n.input[0] for n in targets}
+    kept = [t for t in g.initializer if t.name in used or t.name not in decoded_payloads]
     del g.initializer[:]
     g.initializer.extend(kept + dense)
     vis = [v for v in g.value_info if v.name not in done]

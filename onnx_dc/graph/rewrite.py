@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .match import Layer, names_used_in_subgraphs
+from .match import Layer, _attr, names_used_in_subgraphs
 
 DOMAIN = "onnx_dc"
 DOMAIN_VERSION = 1
@@ -18,13 +18,6 @@ META_VERSION = "onnx_dc.version"
 # Which input of each onnx_dc operator is its payload (docs/OPERATOR.md).
 PAYLOAD_INPUT = {"DCSparseGemm": 1, "DCSparseConv": 1, "DCDecode": 0, "DCGather": 0}
 CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
-
-
-def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
 
 
 class _Names:
@@ -60,6 +53,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
     node, what `decompress` needs to restore the original operator.
     """
     types = _known_types(model)
+    graph_outputs = {o.name for o in model.graph.output}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -84,10 +78,10 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
                 gather = helper.make_node("DCGather", [payload_name, node.input[1]], [node.output[0]],
                                           name=node.name or names.fresh(f"{layer.weight_name}_dc_gather"), domain=DOMAIN)
                 replace[by_id[id(node)]] = [gather]
-                if node.output[0] in types and node.output[0] not in {o.name for o in g.output}:
+                if node.output[0] in types and node.output[0] not in graph_outputs:
                     value_infos.append(types[node.output[0]])
                 records.append({"node": gather.name, "op": "Gather", "kind": "emb", "weight": layer.weight_name,
-                                "axis": _int_attr(node, "axis", 0)})
+                                "axis": int(_attr(node, "axis", 0))})
             continue
         if layer.kind == "conv" and layer.exec == "sparse":
             bias_override = None
@@ -107,7 +101,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
                     # The op's shape inference cannot see the payload: give it the kernel's spatial size.
                     node.attribute.append(helper.make_attribute("kernel_shape", [int(d) for d in layer.shape[2:]]))
                 replace[by_id[id(conv)]] = [node]
-                if conv.output[0] in types and conv.output[0] not in {o.name for o in g.output}:
+                if conv.output[0] in types and conv.output[0] not in graph_outputs:
                     value_infos.append(types[conv.output[0]])
                 records.append({"node": node.name, "op": "Conv", "kind": "conv", "weight": layer.weight_name,
                                 "exec": "sparse", "exec_reason": layer.exec_reason})
@@ -149,7 +143,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
             replace[by_id[id(use.node)]] = [node]
             if use.add_node is not None:
                 drop.add(by_id[id(use.add_node)])
-            if use.output in types and use.output not in {o.name for o in g.output}:
+            if use.output in types and use.output not in graph_outputs:
                 value_infos.append(types[use.output])
             records.append({
                 "node": node.name, "op": use.op, "kind": "fc", "weight": layer.weight_name, "trans_b": use.trans_b,
