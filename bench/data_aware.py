@@ -6,7 +6,6 @@ Run: python bench/data_aware.py [--no-readme]
 """
 import argparse
 import dataclasses
-import re
 import sys
 import tempfile
 import time
@@ -18,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx_dc  # noqa: E402
+from readme_block import write_readme_block  # noqa: E402
 from onnx_dc.datasets import fashion_mnist, preprocess  # noqa: E402
 from onnx_dc.evaluate import evaluate  # noqa: E402
 from paper_settings import LENET5, LENET_300_100  # noqa: E402
@@ -25,7 +25,6 @@ from paper_settings import LENET5, LENET_300_100  # noqa: E402
 MODELS = (("LeNet-300-100", "lenet_300_100.onnx", LENET_300_100, ["b", 784], "40x, −0.06 point (MNIST, retrained)"),
           ("LeNet-5", "lenet5.onnx", LENET5, ["b", 1, 28, 28], "39x, +0.06 point (MNIST, retrained)"))
 RATIOS = (20, 25, 30, 35, 40, 45, 50)
-BEGIN, END = "<!-- data-aware:begin -->", "<!-- data-aware:end -->"
 NOTES = """What `--calibration` does per layer, in graph order: iterative OBS pruning with least-squares refits (the
 survivor budget shared across a layer's outputs in proportion to how much the next layer reads each one);
 entropy-constrained GPTQ assignment to the shared values (error feedback through each row's H_SS⁻¹, with a
@@ -101,12 +100,7 @@ def main():
     print(text)
     if args.no_readme:
         return
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if BEGIN not in content:
-        sys.exit(f"README.md has no {BEGIN} … {END} markers")
-    readme.write_text(re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}",
-                             content, flags=re.S))
+    write_readme_block("data-aware", text)
     print("README.md updated")
 
 

@@ -4,7 +4,6 @@ measured Fashion-MNIST accuracy before and after, and write them into README.md.
 Run: python bench/paper_tables.py [--no-readme]
 """
 import argparse
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx_dc  # noqa: E402
+from readme_block import write_readme_block  # noqa: E402
 from onnx_dc.evaluate import evaluate  # noqa: E402
 from onnx_dc.report import markdown_table  # noqa: E402
 from paper_settings import LENET5, LENET5_CLI, LENET_300_100, LENET_300_100_CLI  # noqa: E402
@@ -21,7 +21,6 @@ MODELS = (
     ("LeNet-300-100", "lenet_300_100.onnx", LENET_300_100, LENET_300_100_CLI, "40x, 1.64% → 1.58% top-1 error (MNIST)"),
     ("LeNet-5", "lenet5.onnx", LENET5, LENET5_CLI, "39x, 0.80% → 0.74% top-1 error (MNIST)"),
 )
-BEGIN, END = "<!-- paper-tables:begin -->", "<!-- paper-tables:end -->"
 
 
 def build() -> str:
@@ -51,12 +50,7 @@ def main():
     if args.no_readme:
         print(text)
         return
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if BEGIN not in content or END not in content:
-        sys.exit(f"README.md has no {BEGIN} … {END} markers")
-    content = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", content, flags=re.S)
-    readme.write_text(content)
+    write_readme_block("paper-tables", text)
     print("README.md updated")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnx_dc  # noqa: E402
+from readme_block import write_readme_block  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
 from onnx_dc.api import _payload_of, _policy  # noqa: E402
 from onnx_dc.conv_exec import measure  # noqa: E402
@@ -40,7 +40,6 @@ from onnx_dc.graph.match import find_layers  # noqa: E402
 from onnx_dc.runtime import get_library_path, make_session  # noqa: E402
 from paper_settings import LENET5  # noqa: E402
 
-BEGIN, END = "<!-- whole-models:begin -->", "<!-- whole-models:end -->"
 ROUNDS = 200
 KIND_OF_OP = {"Conv": "conv", "FusedConv": "conv", "NchwcConv": "conv", "DCSparseConv": "conv",
               "Gemm": "fc", "FusedGemm": "fc", "MatMul": "fc", "FusedMatMul": "fc", "DCSparseGemm": "fc",
@@ -219,12 +218,7 @@ def main():
     print(text)
     if args.no_readme:
         return
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    if BEGIN not in content or END not in content:
-        sys.exit(f"README.md has no {BEGIN} … {END} markers")
-    content = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: f"{BEGIN}\n{text}\n{END}", content, flags=re.S)
-    readme.write_text(content)
+    write_readme_block("whole-models", text)
     print("README.md updated", file=sys.stderr)
 
 
