@@ -19,8 +19,11 @@
 // the sparse form.
 //   m == 1   one warp per output row, 32 blocks at a time (coalesced index loads), the 4 chains summed in
 //            order through warp shuffles; x in shared memory when K + 1 floats fit (else read through L1).
-//   m >= 2   X transposed to Xt[K + 1][W] (row K zero) per slab of W batch rows; groups of G lanes (G =
-//            2..32) per output row, each lane C batch columns (W = G * C, up to 128).
+//   m >= 2   X transposed to Xt[K + 1][W] (row K zero) per slab of W batch rows; then either the warp
+//            kernel (a warp per output row: 32 blocks loaded at once, handed out by shuffles to 32 / J
+//            lane groups that each own whole chains; J lanes across the batch, C columns each, W = J * C)
+//            or the group kernel (groups of G = 2..32 lanes per output row, each lane C batch columns,
+//            W = G * C); W up to 128.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -57,6 +60,11 @@ struct CreateTiming {
 // the batch-1 grid.
 enum class VectorX { kAuto = 0, kShared = 1, kGlobal = 2 };
 
+// The kernel for batches >= 2: 0 automatic, 1 the group kernel (G lanes per row, one block after another),
+// 2 the warp kernel (a warp per row, 32 blocks loaded at once and handed out by shuffles). Both sum in
+// SpmmReference's order. ONNX_DC_CUDA_TILE=0|1|2 sets the default of new objects.
+enum class TileKernel { kAuto = 0, kGroups = 1, kWarp = 2 };
+
 class SparseGemm {
  public:
   // Decode `blob` (host memory) on the current device, on `stream` (nullptr: a private stream), and wait
@@ -80,6 +88,7 @@ class SparseGemm {
   size_t device_bytes() const;  // the execution format's device memory (row_block, columns, clusters, codebook)
   const CreateTiming& timing() const { return timing_; }
   void set_vector_x(VectorX v) { vector_x_ = v; }
+  void set_tile_kernel(TileKernel k) { tile_kernel_ = k; }
   // The kernel a batch of m rows runs ("vector/shared-x", "tile G=8 C=1", ...).
   std::string KernelFor(uint64_t m) const;
   // The execution format, copied back (tests).
@@ -89,6 +98,7 @@ class SparseGemm {
   SparseGemm() = default;
   void FillOutput(uint64_t m, const float* bias, float* y, cudaStream_t stream, cudaError_t* err) const;
   bool UseSharedX() const;
+  bool UseWarpKernel(uint64_t m) const;
 
   int device_ = 0;
   int sm_count_ = 1;
@@ -103,6 +113,7 @@ class SparseGemm {
   float* codebook_ = nullptr;      // device, 256 floats (zero-padded)
   cudaMemPool_t pool_ = nullptr;   // scratch (Xt) for batches >= 2, stream-ordered
   VectorX vector_x_ = VectorX::kAuto;
+  TileKernel tile_kernel_ = TileKernel::kAuto;
   int vector_blocks_per_sm_ = 4;
   CreateTiming timing_;
 };

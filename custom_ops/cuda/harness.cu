@@ -310,18 +310,33 @@ int Check(const std::vector<std::string>& files, const std::vector<uint64_t>& ba
     for (uint64_t m : batches) {
       if (m * work > (uint64_t{1} << 31) && m > 1) continue;  // keep the CPU reference affordable
       if (io_floats > (uint64_t{1} << 26) / m) continue;       // at most 256 MiB of X and Y
-      std::vector<std::pair<bool, onnx_dc::gpu::VectorX>> variants;
-      variants.push_back({true, onnx_dc::gpu::VectorX::kAuto});
-      if (m == 1 || m == 3) variants.push_back({false, onnx_dc::gpu::VectorX::kAuto});
+      using onnx_dc::gpu::TileKernel;
+      using onnx_dc::gpu::VectorX;
+      struct Variant {
+        bool bias;
+        VectorX x;
+        TileKernel tile;
+      };
+      std::vector<Variant> variants;
       if (m == 1) {
-        variants.push_back({true, onnx_dc::gpu::VectorX::kShared});
-        variants.push_back({true, onnx_dc::gpu::VectorX::kGlobal});
+        variants = {{true, VectorX::kAuto, TileKernel::kAuto},
+                    {false, VectorX::kAuto, TileKernel::kAuto},
+                    {true, VectorX::kShared, TileKernel::kAuto},
+                    {true, VectorX::kGlobal, TileKernel::kAuto}};
+      } else {
+        // Both batch kernels, whatever the automatic choice.
+        variants = {{true, VectorX::kAuto, TileKernel::kGroups}, {true, VectorX::kAuto, TileKernel::kWarp}};
+        if (m == 3) {
+          variants.push_back({false, VectorX::kAuto, TileKernel::kGroups});
+          variants.push_back({false, VectorX::kAuto, TileKernel::kWarp});
+        }
       }
       for (const auto& v : variants) {
-        g->set_vector_x(v.second);
+        g->set_vector_x(v.x);
+        g->set_tile_kernel(v.tile);
         ++checks;
         ++products;
-        const std::string e = CheckProduct(*g, w, m, v.first, rng, s);
+        const std::string e = CheckProduct(*g, w, m, v.bias, rng, s);
         if (!e.empty()) {
           ++failures;
           ++file_failures;
@@ -329,6 +344,7 @@ int Check(const std::vector<std::string>& files, const std::vector<uint64_t>& ba
         }
       }
       g->set_vector_x(onnx_dc::gpu::VectorX::kAuto);
+      g->set_tile_kernel(onnx_dc::gpu::TileKernel::kAuto);
     }
     std::printf("%s %s: %s, %llu blocks, format identical, %zu products%s\n", file_failures ? "FAIL" : "ok  ",
                 file.c_str(), FormatName(w).c_str(), static_cast<unsigned long long>(g->blocks()), products,
@@ -468,11 +484,18 @@ int Bench(const std::vector<std::string>& files, const std::vector<uint64_t>& ba
       onnx_dc::SpmmReference(w, x.data(), m, nullptr, ref.data());
       Dev<float> dx(x.size()), dy(m * N);
       dx.Put(x);
+      // Batches >= 2: each batch kernel is timed (its own row); the dense columns are measured once.
+      std::vector<onnx_dc::gpu::TileKernel> kernels = {onnx_dc::gpu::TileKernel::kAuto};
+      if (m > 1) kernels = {onnx_dc::gpu::TileKernel::kGroups, onnx_dc::gpu::TileKernel::kWarp};
+      double fp32_us = -1, tf32_us = -1, fp32_err = -1, tf32_err = -1;
+      bool dense_done = false;
+      for (const onnx_dc::gpu::TileKernel kernel : kernels) {
+      g->set_tile_kernel(kernel);
       const double sparse_us = TimeUs(s, 10, reps, [&] { ThrowIfCuda(g->Run(dx.p, m, nullptr, dy.p, s), "Run"); });
       const bool exact = std::memcmp(dy.Get().data(), ref.data(), ref.size() * sizeof(float)) == 0;
       if (!exact) ++failures;
-      double fp32_us = -1, tf32_us = -1, fp32_err = -1, tf32_err = -1;
-      if (have_cublas) {
+      if (have_cublas && !dense_done) {
+        dense_done = true;
         const float one = 1.0f, zero = 0.0f;
         const int in = static_cast<int>(N), ik = static_cast<int>(K), im = static_cast<int>(m);
         cb.set_math_mode(h, Cublas::kDefaultMath);
@@ -514,6 +537,8 @@ int Bench(const std::vector<std::string>& files, const std::vector<uint64_t>& ba
                     static_cast<unsigned long long>(m), g->KernelFor(m).c_str(), sparse_us, fp32_us, tf32_us, fp32_err,
                     tf32_err, exact ? "true" : "false", g->device_bytes(), t.total_ms, t.decode_ms, cpu_ms);
       json += rec;
+      }
+      g->set_tile_kernel(onnx_dc::gpu::TileKernel::kAuto);
     }
     if (have_cublas)
       std::printf("  (cuBLAS results are checked against the reference: fp32 and tf32 max relative errors are in the "
