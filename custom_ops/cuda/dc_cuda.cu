@@ -201,6 +201,24 @@ __global__ void TransposeKernel(const float* __restrict__ x, uint64_t K, uint64_
   }
 }
 
+// acc[c] += weight * (((x[k0] + x[k1]) + x[k2]) + x[k3]) for the batch columns sub + c * stride of Xt (row
+// length ld): one block applied to C columns, in SpmmReference's order.
+template <int C>
+__device__ __forceinline__ void ApplyBlock(const float* __restrict__ xt, uint64_t ld, unsigned sub, unsigned stride,
+                                           const uint32_t k[4], float weight, float* acc) {
+  const float* x0 = xt + k[0] * ld + sub;
+  const float* x1 = xt + k[1] * ld + sub;
+  const float* x2 = xt + k[2] * ld + sub;
+  const float* x3 = xt + k[3] * ld + sub;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    float t = Add(__ldg(x0 + c * stride), __ldg(x1 + c * stride));
+    t = Add(t, __ldg(x2 + c * stride));
+    t = Add(t, __ldg(x3 + c * stride));
+    acc[c] = Add(acc[c], Mul(weight, t));
+  }
+}
+
 // Batch >= 2: groups of G lanes per output row; lane s of a group computes batch columns s, s + G, ...,
 // s + (C - 1) G of the slab, each with its own 4 chains, blocks in stored order.
 template <typename Col, int G, int C>
@@ -224,18 +242,7 @@ __global__ void __launch_bounds__(kTileThreads)
     auto step = [&](uint64_t b, float* acc) {
       uint32_t k[4];
       LoadCols(cols, b, k);
-      const float wt = cb[__ldg(w.cluster + b)];
-      const float* x0 = xt + k[0] * ld + sub;
-      const float* x1 = xt + k[1] * ld + sub;
-      const float* x2 = xt + k[2] * ld + sub;
-      const float* x3 = xt + k[3] * ld + sub;
-#pragma unroll
-      for (int c = 0; c < C; ++c) {
-        float t = Add(__ldg(x0 + c * G), __ldg(x1 + c * G));
-        t = Add(t, __ldg(x2 + c * G));
-        t = Add(t, __ldg(x3 + c * G));
-        acc[c] = Add(acc[c], Mul(wt, t));
-      }
+      ApplyBlock<C>(xt, ld, sub, G, k, cb[__ldg(w.cluster + b)], acc);
     };
     uint64_t b = b0;
     for (; b + 4 <= b1; b += 4) {
@@ -337,19 +344,7 @@ __global__ void __launch_bounds__(kTileThreads)
             uint32_t k[4];
             ShuffleCols(cols, raw, src, k);
             const float wv = __shfl_sync(kFull, wt, src);
-            if (src < avail) {
-              const float* x0 = xt + k[0] * ld + sub;
-              const float* x1 = xt + k[1] * ld + sub;
-              const float* x2 = xt + k[2] * ld + sub;
-              const float* x3 = xt + k[3] * ld + sub;
-#pragma unroll
-              for (int c = 0; c < C; ++c) {
-                float s = Add(__ldg(x0 + c * J), __ldg(x1 + c * J));
-                s = Add(s, __ldg(x2 + c * J));
-                s = Add(s, __ldg(x3 + c * J));
-                a[l][c] = Add(a[l][c], Mul(wv, s));
-              }
-            }
+            if (src < avail) ApplyBlock<C>(xt, ld, sub, J, k, wv, a[l]);
           }
         }
       }

@@ -14,55 +14,22 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <dirent.h>
-#include <fstream>
-#include <iterator>
 #include <stdexcept>
 #include <string>
-#include <sys/stat.h>
 #include <vector>
 
 #include "decode_plan.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
+#include "../tests/test_support.h"
 
 namespace {
 
 using onnx_dc::BlockMatrix;
 using onnx_dc::DecodeOptions;
 
-struct Rng {
-  uint64_t s;
-  uint64_t Next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  uint64_t Below(uint64_t n) { return n ? Next() % n : 0; }
-};
-
-std::vector<uint8_t> ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read " + path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-std::vector<std::string> Expand(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) throw std::runtime_error("no such file or folder: " + path);
-  if (!S_ISDIR(st.st_mode)) return {path};
-  std::vector<std::string> out;
-  if (DIR* d = opendir(path.c_str())) {
-    while (dirent* e = readdir(d)) {
-      const std::string name = e->d_name;
-      if (name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0) out.push_back(path + "/" + name);
-    }
-    closedir(d);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
+using onnx_dc_test::ReadFile;
+using onnx_dc_test::Rng;
 
 struct Outcome {
   bool ok = false;
@@ -133,7 +100,7 @@ int main(int argc, char** argv) {
   Rng rng{seed * 0x9E3779B97F4A7C15ull + 1};
   try {
     for (const std::string& p : paths) {
-      for (const std::string& file : Expand(p)) {
+      for (const std::string& file : onnx_dc_test::ExpandPaths({p})) {
         ++files;
         const std::vector<uint8_t> blob = ReadFile(file);
         bool accepted = false;

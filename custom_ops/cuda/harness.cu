@@ -21,9 +21,7 @@
 //         .so.13, .so.12 from the loader's path; without it the dense columns say "n/a".
 // Exit status: 0 all checks passed, 1 a check failed, 2 usage, 3 no CUDA device.
 #include <cuda_runtime_api.h>
-#include <dirent.h>
 #include <dlfcn.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -34,7 +32,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <iterator>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -44,6 +41,7 @@
 #include "decode_plan.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
+#include "../tests/test_support.h"
 
 namespace {
 
@@ -54,46 +52,8 @@ using onnx_dc::gpu::ThrowIfCuda;
 
 // ---- small utilities ------------------------------------------------------------------------------------
 
-struct Rng {
-  uint64_t s;
-  uint64_t Next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  uint64_t Below(uint64_t n) { return n ? Next() % n : 0; }
-  float Uniform() { return static_cast<float>(Next() >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f; }
-};
-
-std::vector<uint8_t> ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot read " + path);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-
-std::vector<std::string> Expand(const std::vector<std::string>& paths) {
-  std::vector<std::string> out;
-  for (const std::string& path : paths) {
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) throw std::runtime_error("no such file or folder: " + path);
-    if (!S_ISDIR(st.st_mode)) {
-      out.push_back(path);
-      continue;
-    }
-    std::vector<std::string> found;
-    if (DIR* d = opendir(path.c_str())) {
-      while (dirent* e = readdir(d)) {
-        const std::string name = e->d_name;
-        if (name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0) found.push_back(path + "/" + name);
-      }
-      closedir(d);
-    }
-    std::sort(found.begin(), found.end());
-    out.insert(out.end(), found.begin(), found.end());
-  }
-  return out;
-}
+using onnx_dc_test::ReadFile;
+using onnx_dc_test::Rng;
 
 std::vector<uint64_t> ParseList(const std::string& s) {
   std::vector<uint64_t> v;
@@ -598,7 +558,7 @@ int main(int argc, char** argv) {
     if (cmd == "info") return Info();
     if (cmd != "check" && cmd != "mutate" && cmd != "bench") return Usage();
     if (!HaveDevice()) return 3;
-    const std::vector<std::string> files = Expand(paths);
+    const std::vector<std::string> files = onnx_dc_test::ExpandPaths(paths);
     if (files.empty()) return Usage();
     if (cmd == "check") {
       if (batches.empty()) batches = {1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 100, 128, 129, 300};

@@ -34,6 +34,7 @@
 #include "onnx_dc/gather.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
+#include "test_support.h"
 
 namespace {
 
@@ -42,16 +43,7 @@ using onnx_dc::PayloadError;
 
 constexpr uint64_t kMaxDense = uint64_t{1} << 22;  // mutated dims may be legal but huge: cap what we build
 
-struct Rng {
-  uint64_t s;
-  uint64_t Next() {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    return s;
-  }
-  float Uniform() { return static_cast<float>(Next() >> 40) / static_cast<float>(1 << 24) * 2.0f - 1.0f; }
-};
+using onnx_dc_test::Rng;
 
 struct Tally {
   long passed = 0, failed = 0;
