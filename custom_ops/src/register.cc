@@ -14,10 +14,7 @@
 // The library is compiled against the C API of onnxruntime 1.21 (ORT_API_VERSION 21) and asks the
 // runtime for exactly that version, so it loads into any onnxruntime >= 1.21. It does not link against
 // libonnxruntime: the API table comes from RegisterCustomOps' OrtApiBase.
-#define ORT_API_MANUAL_INIT
 #include <algorithm>
-#include "onnxruntime_cxx_api.h"
-#undef ORT_API_MANUAL_INIT
 
 #include <atomic>
 #include <cstdio>
@@ -35,6 +32,7 @@
 #include "onnx_dc/gather.h"
 #include "onnx_dc/gemm.h"
 #include "onnx_dc/payload.h"
+#include "ort_support.h"
 
 static_assert(ORT_API_VERSION >= 17, "onnxruntime headers 1.17 or later are needed (shape inference, ParallelFor)");
 
@@ -48,100 +46,7 @@ OrtStatus* AddCudaOps(const OrtApi* api, OrtCustomOpDomain* domain, const OrtCus
 namespace onnx_dc {
 namespace {
 
-// The C API version this library uses: the headers' own, capped at 21 (onnxruntime 1.21).
-constexpr uint32_t kOrtApiVersion = ORT_API_VERSION < 21 ? ORT_API_VERSION : 21;
 constexpr const char* kDomain = "onnx_dc";
-
-const OrtApi* g_api = nullptr;
-
-OrtStatus* MakeError(OrtErrorCode code, const std::string& message) { return g_api->CreateStatus(code, message.c_str()); }
-
-// Turn an OrtStatus from an API call into an exception (caught by Guard).
-struct OrtError : std::runtime_error {
-  OrtErrorCode code;
-  OrtError(OrtErrorCode c, const std::string& m) : std::runtime_error(m), code(c) {}
-};
-void Check(OrtStatus* status) {
-  if (!status) return;
-  const OrtErrorCode code = g_api->GetErrorCode(status);
-  std::string message = g_api->GetErrorMessage(status);
-  g_api->ReleaseStatus(status);
-  throw OrtError(code, message);
-}
-struct InvalidArgument : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-template <typename F>
-OrtStatus* Guard(const std::string& who, F&& f) noexcept {
-  try {
-    return f();
-  } catch (const PayloadError& e) {
-    return MakeError(ORT_INVALID_ARGUMENT, who + ": " + e.what());
-  } catch (const InvalidArgument& e) {
-    return MakeError(ORT_INVALID_ARGUMENT, who + ": " + e.what());
-  } catch (const OrtError& e) {
-    return MakeError(e.code, who + ": " + e.what());
-  } catch (const Ort::Exception& e) {
-    return MakeError(e.GetOrtErrorCode(), who + ": " + e.what());
-  } catch (const std::bad_alloc&) {
-    return MakeError(ORT_FAIL, who + ": out of memory");
-  } catch (const std::exception& e) {
-    return MakeError(ORT_FAIL, who + ": " + e.what());
-  } catch (...) {
-    return MakeError(ORT_FAIL, who + ": unknown error");
-  }
-}
-
-std::string Describe(const char* op, const OrtKernelInfo* info) {
-  std::string name;
-  size_t size = 0;
-  if (OrtStatus* s = g_api->KernelInfo_GetNodeName(info, nullptr, &size)) {
-    g_api->ReleaseStatus(s);
-  } else if (size > 1) {
-    name.resize(size);
-    if (OrtStatus* s2 = g_api->KernelInfo_GetNodeName(info, &name[0], &size)) {
-      g_api->ReleaseStatus(s2);
-      name.clear();
-    } else {
-      name.resize(std::strlen(name.c_str()));
-    }
-  }
-  return std::string(op) + (name.empty() ? std::string(" node") : " node '" + name + "'");
-}
-
-struct Blob {
-  const uint8_t* data = nullptr;
-  size_t size = 0;
-};
-
-// The payload input, which must be a constant initializer: it is decoded once, here.
-Blob ConstantPayload(const OrtKernelInfo* info, size_t index) {
-  size_t inputs = 0;
-  Check(g_api->KernelInfo_GetInputCount(info, &inputs));
-  if (index >= inputs) throw InvalidArgument("the payload input is missing");
-  int is_constant = 0;
-  const OrtValue* value = nullptr;
-  Check(g_api->KernelInfoGetConstantInput_tensor(info, index, &is_constant, &value));
-  if (!is_constant || value == nullptr)
-    throw InvalidArgument("input " + std::to_string(index) +
-                          " (the weight payload) must be a constant initializer of the model; onnx_dc decodes it "
-                          "once when the session is created and cannot take it as a graph input or computed value");
-  OrtTensorTypeAndShapeInfo* type_shape = nullptr;
-  Check(g_api->GetTensorTypeAndShape(value, &type_shape));
-  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-  size_t rank = 0, count = 0;
-  OrtStatus* s = g_api->GetTensorElementType(type_shape, &type);
-  if (!s) s = g_api->GetDimensionsCount(type_shape, &rank);
-  if (!s) s = g_api->GetTensorShapeElementCount(type_shape, &count);
-  g_api->ReleaseTensorTypeAndShapeInfo(type_shape);
-  Check(s);
-  if (type != ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8) throw InvalidArgument("the payload must be a uint8 tensor");
-  if (rank != 1) throw InvalidArgument("the payload must be a 1-D uint8 tensor, got rank " + std::to_string(rank));
-  void* data = nullptr;
-  Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(value), &data));  // only read
-  return {static_cast<const uint8_t*>(data), count};
-}
 
 // ---- DCSparseGemm ---------------------------------------------------------------------------------------
 
@@ -169,68 +74,12 @@ struct SparseGemmKernel {
   }
 
   OrtStatus* Compute(OrtKernelContext* context) {
-    const OrtValue* x_value = nullptr;
-    Check(g_api->KernelContext_GetInput(context, 0, &x_value));
-    if (!x_value) throw InvalidArgument("X is missing");
-    OrtTensorTypeAndShapeInfo* x_info = nullptr;
-    Check(g_api->GetTensorTypeAndShape(x_value, &x_info));
-    ONNXTensorElementDataType x_type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
-    size_t rank = 0;
-    int64_t small_shape[kMaxXRank];
-    std::vector<int64_t> big_shape;  // only for X of rank > 16
-    int64_t* shape = small_shape;
-    OrtStatus* s = g_api->GetTensorElementType(x_info, &x_type);
-    if (!s) s = g_api->GetDimensionsCount(x_info, &rank);
-    if (!s && rank > kMaxXRank) {
-      big_shape.resize(rank);
-      shape = big_shape.data();
-    }
-    if (!s) s = g_api->GetDimensions(x_info, shape, rank);
-    g_api->ReleaseTensorTypeAndShapeInfo(x_info);
-    Check(s);
-    if (x_type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) throw InvalidArgument("X must be float32");
-    if (rank == 0) throw InvalidArgument("X must have rank >= 1, got a scalar");
-    if (shape[rank - 1] < 0 || static_cast<uint64_t>(shape[rank - 1]) != w.cols)
-      throw InvalidArgument("X's last dimension is " + std::to_string(shape[rank - 1]) + " but the payload's K is " +
-                            std::to_string(w.cols) + " (X must be [..., K])");
-    uint64_t m = 1;
-    for (size_t i = 0; i + 1 < rank; ++i) {
-      if (shape[i] < 0 || __builtin_mul_overflow(m, static_cast<uint64_t>(shape[i]), &m))
-        throw InvalidArgument("X has an invalid shape");
-    }
-    const float* bias = nullptr;
-    size_t inputs = 0;
-    Check(g_api->KernelContext_GetInputCount(context, &inputs));
-    if (inputs > 2) {
-      const OrtValue* b_value = nullptr;
-      Check(g_api->KernelContext_GetInput(context, 2, &b_value));
-      if (b_value) {
-        OrtTensorTypeAndShapeInfo* b_info = nullptr;
-        Check(g_api->GetTensorTypeAndShape(b_value, &b_info));
-        size_t b_rank = 0;
-        int64_t b_len = -1;
-        s = g_api->GetDimensionsCount(b_info, &b_rank);
-        if (!s && b_rank == 1) s = g_api->GetDimensions(b_info, &b_len, 1);
-        g_api->ReleaseTensorTypeAndShapeInfo(b_info);
-        Check(s);
-        if (b_rank != 1 || b_len < 0 || static_cast<uint64_t>(b_len) != w.rows)
-          throw InvalidArgument("B must have shape [N] = [" + std::to_string(w.rows) + "]");
-        void* p = nullptr;
-        Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(b_value), &p));  // only read
-        bias = static_cast<const float*>(p);
-      }
-    }
-    if (w.rows > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw InvalidArgument("N is too large");
-    shape[rank - 1] = static_cast<int64_t>(w.rows);
-    OrtValue* y_value = nullptr;
-    Check(g_api->KernelContext_GetOutput(context, 0, shape, rank, &y_value));
-    void* y_data = nullptr;
-    Check(g_api->GetTensorMutableData(y_value, &y_data));
-    float* y = static_cast<float*>(y_data);
-    if (m == 0 || w.rows == 0) return nullptr;
-    void* x_data = nullptr;
-    Check(g_api->GetTensorMutableData(const_cast<OrtValue*>(x_value), &x_data));  // only read
-    const float* xd = static_cast<const float*>(x_data);
+    const GemmTensors t = BindSparseGemm(context, w.rows, w.cols);
+    if (t.m == 0 || w.rows == 0) return nullptr;
+    const uint64_t m = t.m;
+    const float* xd = t.x;
+    const float* bias = t.bias;
+    float* y = t.y;
 
     const SpmmPlan plan = PlanSpmm(w, static_cast<size_t>(m));
     alignas(64) float stack_scratch[kStackScratch];
@@ -283,8 +132,6 @@ struct SparseGemmKernel {
     Check(status);
     return nullptr;
   }
-
-  static constexpr size_t kMaxXRank = 16;
 
   static const OrtMemoryInfo* CpuMemoryInfo() {
     static const OrtMemoryInfo* info = [] {
@@ -367,7 +214,7 @@ struct SparseGemmOp : Ort::CustomOpBase<SparseGemmOp, SparseGemmKernel, true> {
     return Guard(who, [&]() -> OrtStatus* {
       auto k = std::make_unique<SparseGemmKernel>();
       k->who = who;
-      const Blob blob = ConstantPayload(info, 1);
+      const ConstantBlob blob = ConstantPayload(info, 1);
       k->w = DecodeBlockMatrix(blob.data, blob.size);
       ReportForm(who, k->w);
       *kernel = k.release();
@@ -411,7 +258,7 @@ struct DecodeOp : Ort::CustomOpBase<DecodeOp, DecodeKernel, true> {
     return Guard(who, [&]() -> OrtStatus* {
       auto k = std::make_unique<DecodeKernel>();
       k->who = who;
-      const Blob blob = ConstantPayload(info, 0);
+      const ConstantBlob blob = ConstantPayload(info, 0);
       // Bound the dense tensor by what the blob can justify: a valid all-pruned payload of a few hundred
       // bytes may declare any shape. 65,536 elements per payload byte allows 99.998% sparsity; small
       // tensors (up to 2^26 elements, 256 MiB) are always accepted.
@@ -808,7 +655,7 @@ struct SparseConvOp : Ort::CustomOpBase<SparseConvOp, SparseConvKernel, true> {
       const IntsAttribute dilations = ReadInts(info, "dilations"), kernel_shape = ReadInts(info, "kernel_shape");
       const std::string auto_pad = ReadString(info, "auto_pad", "NOTSET");
       const int64_t group = ReadInt(info, "group", 1);
-      const Blob blob = ConstantPayload(info, 1);
+      const ConstantBlob blob = ConstantPayload(info, 1);
       k->kernel = DecodeConvKernel(blob.data, blob.size);
       try {
         k->attributes =
@@ -931,7 +778,7 @@ struct GatherOp : Ort::CustomOpBase<GatherOp, GatherKernel, true> {
     return Guard(who, [&]() -> OrtStatus* {
       auto k = std::make_unique<GatherKernel>();
       k->who = who;
-      const Blob blob = ConstantPayload(info, 0);
+      const ConstantBlob blob = ConstantPayload(info, 0);
       k->table = DecodeGatherTable(blob.data, blob.size);
       *kernel = k.release();
       return nullptr;
