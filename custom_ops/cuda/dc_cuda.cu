@@ -498,43 +498,46 @@ TileKernel DefaultTileKernel() {
   return TileKernel::kAuto;
 }
 
-template <typename Col, int J, int C>
-cudaError_t LaunchWarp(const Format& f, const float* xt, uint64_t first, uint64_t count, const float* bias, float* y,
-                       int sm_count, cudaStream_t s) {
-  const unsigned grid = GridFor(f.rows * 32, kTileThreads, uint64_t{static_cast<unsigned>(sm_count)} * 16);
-  SpmmWarpKernel<Col, J, C><<<grid, kTileThreads, 0, s>>>(f, xt, first, count, bias, y);
+// The shape of a batch of m rows (slabs of at most kMaxSlab): J and C of the warp kernel, or G and C of the
+// group kernel; the slab width is g * c.
+void BatchShape(bool warp, uint64_t m, int* g, int* c) {
+  if (warp)
+    WarpShape(std::min<uint64_t>(m, kMaxSlab), g, c);
+  else
+    TileShape(std::min<uint64_t>(m, kMaxSlab), g, c);
+}
+
+// Both batch kernels: the same arguments, a grid of `lanes` threads per output row (capped at 16 blocks per SM).
+using BatchKernel = void (*)(Format, const float*, uint64_t, uint64_t, const float*, float*);
+
+cudaError_t LaunchBatch(BatchKernel kernel, unsigned lanes, const Format& f, const float* xt, uint64_t first,
+                        uint64_t count, const float* bias, float* y, int sm_count, cudaStream_t s) {
+  const unsigned grid = GridFor(f.rows * lanes, kTileThreads, uint64_t{static_cast<unsigned>(sm_count)} * 16);
+  kernel<<<grid, kTileThreads, 0, s>>>(f, xt, first, count, bias, y);
   return cudaGetLastError();
 }
 
+// The instantiation for a shape: warp kernel (lanes J across the batch, C columns each) or group kernel
+// (G lanes per row, C columns each).
 template <typename Col>
-cudaError_t DispatchWarp(int j, int c, const Format& f, const float* xt, uint64_t first, uint64_t count,
-                         const float* bias, float* y, int sm, cudaStream_t s) {
-  if (c == 4) return LaunchWarp<Col, 32, 4>(f, xt, first, count, bias, y, sm, s);
-  if (c == 2) return LaunchWarp<Col, 32, 2>(f, xt, first, count, bias, y, sm, s);
-  if (j == 8) return LaunchWarp<Col, 8, 1>(f, xt, first, count, bias, y, sm, s);
-  if (j == 16) return LaunchWarp<Col, 16, 1>(f, xt, first, count, bias, y, sm, s);
-  return LaunchWarp<Col, 32, 1>(f, xt, first, count, bias, y, sm, s);
-}
-
-template <typename Col, int G, int C>
-cudaError_t LaunchTile(const Format& f, const float* xt, uint64_t first, uint64_t count, const float* bias, float* y,
-                       int sm_count, cudaStream_t s) {
-  const unsigned grid = GridFor(f.rows * G, kTileThreads, uint64_t{static_cast<unsigned>(sm_count)} * 16);
-  SpmmTileKernel<Col, G, C><<<grid, kTileThreads, 0, s>>>(f, xt, first, count, bias, y);
-  return cudaGetLastError();
+BatchKernel WarpKernelFor(int j, int c) {
+  if (c == 4) return SpmmWarpKernel<Col, 32, 4>;
+  if (c == 2) return SpmmWarpKernel<Col, 32, 2>;
+  if (j == 8) return SpmmWarpKernel<Col, 8, 1>;
+  if (j == 16) return SpmmWarpKernel<Col, 16, 1>;
+  return SpmmWarpKernel<Col, 32, 1>;
 }
 
 template <typename Col>
-cudaError_t DispatchTile(int g, int c, const Format& f, const float* xt, uint64_t first, uint64_t count,
-                         const float* bias, float* y, int sm, cudaStream_t s) {
-  if (c == 4) return LaunchTile<Col, 32, 4>(f, xt, first, count, bias, y, sm, s);
-  if (c == 2) return LaunchTile<Col, 32, 2>(f, xt, first, count, bias, y, sm, s);
+BatchKernel GroupKernelFor(int g, int c) {
+  if (c == 4) return SpmmTileKernel<Col, 32, 4>;
+  if (c == 2) return SpmmTileKernel<Col, 32, 2>;
   switch (g) {
-    case 2: return LaunchTile<Col, 2, 1>(f, xt, first, count, bias, y, sm, s);
-    case 4: return LaunchTile<Col, 4, 1>(f, xt, first, count, bias, y, sm, s);
-    case 8: return LaunchTile<Col, 8, 1>(f, xt, first, count, bias, y, sm, s);
-    case 16: return LaunchTile<Col, 16, 1>(f, xt, first, count, bias, y, sm, s);
-    default: return LaunchTile<Col, 32, 1>(f, xt, first, count, bias, y, sm, s);
+    case 2: return SpmmTileKernel<Col, 2, 1>;
+    case 4: return SpmmTileKernel<Col, 4, 1>;
+    case 8: return SpmmTileKernel<Col, 8, 1>;
+    case 16: return SpmmTileKernel<Col, 16, 1>;
+    default: return SpmmTileKernel<Col, 32, 1>;
   }
 }
 
@@ -723,10 +726,7 @@ std::string SparseGemm::KernelFor(uint64_t m) const {
   }
   int g, c;
   const bool warp = UseWarpKernel(m);
-  if (warp)
-    WarpShape(std::min<uint64_t>(m, kMaxSlab), &g, &c);
-  else
-    TileShape(std::min<uint64_t>(m, kMaxSlab), &g, &c);
+  BatchShape(warp, m, &g, &c);
   return std::string(warp ? "warp J=" : "tile G=") + std::to_string(g) + " C=" + std::to_string(c) + " (" +
          std::to_string((m + uint64_t{static_cast<unsigned>(g * c)} - 1) / static_cast<unsigned>(g * c)) + " slab" +
          (m > static_cast<uint64_t>(g * c) ? "s)" : ")");
@@ -778,11 +778,10 @@ cudaError_t SparseGemm::Run(const float* x, uint64_t m, const float* bias, float
   }
   int g, c;
   const bool warp = UseWarpKernel(m);
-  if (warp)
-    WarpShape(std::min<uint64_t>(m, kMaxSlab), &g, &c);
-  else
-    TileShape(std::min<uint64_t>(m, kMaxSlab), &g, &c);
+  BatchShape(warp, m, &g, &c);
   const uint64_t ld = static_cast<uint64_t>(g) * c;
+  const BatchKernel kernel = warp ? (wide_ ? WarpKernelFor<uint32_t>(g, c) : WarpKernelFor<uint16_t>(g, c))
+                                  : (wide_ ? GroupKernelFor<uint32_t>(g, c) : GroupKernelFor<uint16_t>(g, c));
   float* xt = nullptr;
   err = cudaMallocFromPoolAsync(reinterpret_cast<void**>(&xt), (cols_ + 1) * ld * sizeof(float), pool_, stream);
   if (err != cudaSuccess) return err;
@@ -792,12 +791,7 @@ cudaError_t SparseGemm::Run(const float* x, uint64_t m, const float* bias, float
     TransposeKernel<<<tgrid, dim3(32, 8), 0, stream>>>(x, cols_, first, count, ld, xt);
     err = cudaGetLastError();
     if (err != cudaSuccess) break;
-    if (warp)
-      err = wide_ ? DispatchWarp<uint32_t>(g, c, f, xt, first, count, bias, y, sm_count_, stream)
-                  : DispatchWarp<uint16_t>(g, c, f, xt, first, count, bias, y, sm_count_, stream);
-    else
-      err = wide_ ? DispatchTile<uint32_t>(g, c, f, xt, first, count, bias, y, sm_count_, stream)
-                  : DispatchTile<uint16_t>(g, c, f, xt, first, count, bias, y, sm_count_, stream);
+    err = LaunchBatch(kernel, warp ? 32u : static_cast<unsigned>(g), f, xt, first, count, bias, y, sm_count_, stream);
   }
   const cudaError_t free_err = cudaFreeAsync(xt, stream);
   return err != cudaSuccess ? err : free_err;
