@@ -324,3 +324,29 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
     model, _, _ = api._build_to_ratio(None, [], [], opts, None, 10_000, sens=[])
     assert model.ByteSize() == 990
+
+
+def test_policy_spends_the_budget_the_price_leaves():
+    """Between two prices λ the chosen total jumps past the budget; the choice then spends what the fitting
+    side left, on the moves that remove the most error per byte, and never exceeds the budget."""
+    from onnx_dc.layer_sensitivity import LayerSensitivity, Point, choose_policy
+
+    def layer(name, points):
+        return LayerSensitivity(name, "fc", 1000, [Point(s, 5, b, e, 1.0) for s, b, e in points])
+
+    # "big" is not convex: its 600-byte point lies above the hull from 300 to 1,000 bytes, so no price
+    # picks it; "small" has a cheap improvement.
+    sens = [layer("big", [(0.95, 300, 1.0), (0.9, 600, 0.8), (0.5, 1000, 0.1)]),
+            layer("small", [(0.9, 50, 0.3), (0.5, 100, 0.2)])]
+    for budget in (400, 700, 800, 1100):
+        chosen = choose_policy(sens, budget)
+        used = sum(p.payload_bytes for p in chosen.values())
+        assert used <= budget
+        # the best combination within budget, by brute force over both layers' points
+        best = min(((a, b) for a in sens[0].points for b in sens[1].points
+                    if a.payload_bytes + b.payload_bytes <= budget),
+                   key=lambda ab: ab[0].output_error + ab[1].output_error)
+        got = chosen["big"].output_error + chosen["small"].output_error
+        assert got == pytest.approx(best[0].output_error + best[1].output_error), budget
+    # 700 bytes: the price alone gives big@300 + small@100 (1.2); the fill moves big to 600 bytes (1.0).
+    assert choose_policy(sens, 700)["big"].payload_bytes == 600
