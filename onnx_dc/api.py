@@ -174,9 +174,11 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
             failed = budget if failed is None else min(failed, budget)
         if best is not None and target_bytes - best[0].ByteSize() <= 0.02 * target_bytes:
             break  # fits, and within 2% of the target: close enough (a miss just above it is not)
-        # The estimates (one-shot sensitivity payloads, fixed overhead) missed by this much: move the
-        # budget by the miss, but stay between what is known to pass and what is known to fail.
-        budget -= size - target_bytes
+        # The estimates (one-shot sensitivity payloads, fixed overhead) missed by this much: aim the next
+        # policy's estimated payloads at the target corrected by the miss (from the estimate, not from the
+        # budget: a policy can sit well below its budget, and moving the budget by the miss alone may never
+        # change it), but stay between what is known to pass and what is known to fail.
+        budget = sum(p.payload_bytes for p in chosen.values()) - (size - target_bytes)
         if failed is not None and budget >= failed:
             budget = (passed + failed) / 2 if passed is not None else 0.9 * failed
         if passed is not None and budget <= passed:
