@@ -308,7 +308,9 @@ int Check(const std::vector<std::string>& files, const std::vector<uint64_t>& ba
     }
     std::printf("%s %s: %s, %llu blocks, format identical, %zu products%s\n", file_failures ? "FAIL" : "ok  ",
                 file.c_str(), FormatName(w).c_str(), static_cast<unsigned long long>(g->blocks()), products,
-                file_failures ? " (some differ)" : " bit-identical to the CPU reference");
+                file_failures ? " (some differ)"
+                : products   ? " bit-identical to the CPU reference"
+                             : " (none tried: X and Y would exceed 256 MiB)");
   }
   cudaStreamDestroy(s);
   std::printf("%s: check: %zu files, %zu checks, %zu failures\n", failures ? "FAILED" : "PASSED", files.size(), checks,
