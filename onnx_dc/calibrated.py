@@ -48,6 +48,12 @@ class FittedLayer:
     error: float  # relative output error on the calibration data
 
 
+def kl_row_stride(n_samples: int, batch_rows: int, batch_samples: int, k: int) -> int:
+    """Keep every stride-th input row for the output layer's KL refit, so that all the calibration data
+    gives at most about MAX_KL_VALUES values (rows × K)."""
+    return max(1, int(np.ceil(n_samples * batch_rows / batch_samples * k / MAX_KL_VALUES)))
+
+
 def _matrix(layer: Layer) -> np.ndarray:
     return layer.weight.reshape(layer.shape[0], -1)
 
@@ -185,7 +191,7 @@ def compress_calibrated(
                 rc = ro if a is b else as_rows(layer, u, a)
                 stats.add(rc, ro)
                 if classifier:
-                    stride = max(1, int(np.ceil(n_samples * rc.shape[0] / len(a) * k / MAX_KL_VALUES)))
+                    stride = kl_row_stride(n_samples, rc.shape[0], len(a), k)
                     kept_c.append(rc[::stride].astype(np.float32))
                     kept_o.append(ro[::stride].astype(np.float32))
         needed = max(16, int(np.ceil(MIN_ROWS_PER_INPUT * k)))

@@ -111,7 +111,7 @@ def _kl_layers(layers, options: CompressOptions, downstream) -> set[str]:
 def _layer_stats(model, layers, feeds, kl_layers=frozenset()) -> tuple[dict[str, LayerStats], dict[str, np.ndarray]]:
     """Per layer: its input statistics; for the layers in `kl_layers`, also the input rows the KL refit
     needs (thinned as compress_calibrated thins them)."""
-    from .calibrated import MAX_KL_VALUES
+    from .calibrated import kl_row_stride
 
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
     sess = session(with_outputs(model, names))
@@ -125,8 +125,7 @@ def _layer_stats(model, layers, feeds, kl_layers=frozenset()) -> tuple[dict[str,
                 rows = as_rows(layer, u, values[name])
                 stats[layer.weight_name].add(rows, rows)
                 if layer.weight_name in kept:
-                    k = rows.shape[1]
-                    stride = max(1, int(np.ceil(n_samples * rows.shape[0] / len(values[name]) * k / MAX_KL_VALUES)))
+                    stride = kl_row_stride(n_samples, rows.shape[0], len(values[name]), rows.shape[1])
                     kept[layer.weight_name].append(rows[::stride].astype(np.float32))
     return stats, {name: np.concatenate(rows) for name, rows in kept.items() if rows}
 

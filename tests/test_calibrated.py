@@ -33,6 +33,35 @@ def _err(x, w, b, wq, bq):
     return ((y - yq) ** 2).sum() / (y**2).sum()
 
 
+def _half_pruned_layer():
+    """A 16×40 layer with a bias on correlated inputs, half its weights pruned with refits:
+    (x, w, b, stats, problem, reconstruction)."""
+    x = _correlated()
+    w = np.random.default_rng(3).standard_normal((16, 40)).astype(np.float32)
+    b = np.random.default_rng(4).standard_normal(16).astype(np.float32)
+    st = LayerStats(40)
+    st.add(x, x)
+    p = refit_problem(w, b, st)
+    return x, w, b, st, p, prune_reconstruct(p, 0.5)
+
+
+def _dense(q, like):
+    """A quantized layer's weights as a dense matrix shaped like `like`."""
+    wq = np.zeros_like(like)
+    wq[q.mask] = q.codebook[q.labels]
+    return wq
+
+
+class _Sized:
+    """Stands in for a built model in the --target-ratio search: only its size matters."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def ByteSize(self):
+        return self.n
+
+
 def test_stats_accumulate_in_batches():
     x = _correlated()
     one, two = LayerStats(40), LayerStats(40)
@@ -69,18 +98,11 @@ def test_reconstruction_beats_magnitude_pruning(method):
 
 
 def test_codebook_refit_never_worse_than_kmeans_and_error_is_exact():
-    x = _correlated()
-    w = np.random.default_rng(3).standard_normal((16, 40)).astype(np.float32)
-    b = np.random.default_rng(4).standard_normal(16).astype(np.float32)
-    st = LayerStats(40)
-    st.add(x, x)
-    p = refit_problem(w, b, st)
-    rec = prune_reconstruct(p, 0.5)
+    x, w, b, st, p, rec = _half_pruned_layer()
     plain = quantize_refit(p, rec, 3, rounds=0)
     refit = quantize_refit(p, rec, 3, rounds=3)
     assert refit.codebook.size <= 8 and refit.error <= plain.error + 1e-12
-    wq = np.zeros_like(w)
-    wq[refit.mask] = refit.codebook[refit.labels]
+    wq = _dense(refit, w)
     assert refit.error == pytest.approx(_err(x, w, b, wq, refit.bias), rel=1e-6)
     assert relative_output_error(wq.astype(float), refit.bias.astype(float), w.astype(float), b.astype(float),
                                  st) == pytest.approx(refit.error)
@@ -93,22 +115,14 @@ def _entropy(labels):
 
 
 def test_gptq_error_feedback_beats_rounding_and_the_rate_term_saves_bits():
-    x = _correlated()
-    w = np.random.default_rng(3).standard_normal((16, 40)).astype(np.float32)
-    b = np.random.default_rng(4).standard_normal(16).astype(np.float32)
-    st = LayerStats(40)
-    st.add(x, x)
-    p = refit_problem(w, b, st)
-    rec = prune_reconstruct(p, 0.5)
+    x, w, b, _, p, rec = _half_pruned_layer()
     rounding = quantize_refit(p, rec, 3, rounds=0)  # k-means, nearest value
     plain = quantize_gptq(p, rec, 3, rate=0.0)
     cheap = quantize_gptq(p, rec, 3, rate=2.0)
     for q in (plain, cheap):
         assert q.codebook.size <= 8 and np.all(np.diff(q.codebook) > 0) and q.labels.max() < q.codebook.size
         assert q.mask.sum() == q.labels.size == rec.mask.sum()
-        wq = np.zeros_like(w)
-        wq[q.mask] = q.codebook[q.labels]
-        assert q.error == pytest.approx(_err(x, w, b, wq, q.bias), rel=1e-5)
+        assert q.error == pytest.approx(_err(x, w, b, _dense(q, w), q.bias), rel=1e-5)
     assert plain.error < rounding.error
     assert _entropy(cheap.labels) < _entropy(plain.labels)
 
@@ -310,15 +324,7 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
     from onnx_dc import api
 
     sizes = iter([1010, 1005, 990, 995])  # bytes; the target is 1,000
-
-    class Model:
-        def __init__(self, n):
-            self.n = n
-
-        def ByteSize(self):
-            return self.n
-
-    monkeypatch.setattr(api, "_build", lambda *a, **k: (Model(next(sizes)), []))
+    monkeypatch.setattr(api, "_build", lambda *a, **k: (_Sized(next(sizes)), []))
     monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", lambda sens, budget: {})
     monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: options)
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
@@ -361,13 +367,6 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
     from onnx_dc import api
     from onnx_dc.layer_sensitivity import Point
 
-    class Model:
-        def __init__(self, n):
-            self.n = n
-
-        def ByteSize(self):
-            return self.n
-
     def choose(sens, budget):  # 900 estimated bytes down to a budget of 500, then 800
         return {"w": Point(0.9, 5, 900 if budget >= 500 else 800, 0.0, 1.0)}
 
@@ -375,7 +374,7 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
 
     def build(model, layers, skipped, options, *a, **k):
         built.append(options)
-        return Model(options + 110), []  # the real file: estimate + 110 bytes; the target is 1,000
+        return _Sized(options + 110), []  # the real file: estimate + 110 bytes; the target is 1,000
 
     monkeypatch.setattr(api, "_build", build)
     monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", choose)
