@@ -104,12 +104,13 @@ def compress(
     return CompressionResult(output, build_report(new_model, model_bytes_on_disk(output)), all_skipped, policy)
 
 
-def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, base_dir=None):
+def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, base_dir=None,
+           fit_cache=None):
     """The compressed model (not yet saved) and every layer left alone with its reason."""
     skipped = list(skipped)
     payloads = {}
     compressed = []
-    for layer, payload in _compress_layers(model, layers, options, progress):
+    for layer, payload in _compress_layers(model, layers, options, progress, fit_cache):
         if isinstance(payload, str):
             skipped.append(Skipped(layer.weight_name, layer.op_label, payload))
             continue
@@ -146,6 +147,7 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
 def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, sens=None):
     """Pick per-layer sparsity and bits from the sensitivity analysis so that the file is at least
     `target_ratio` times smaller, at the least output error; returns the model and the chosen policy."""
+    from .calibrated import FitCache
     from .evaluate import load_data
     from .layer_sensitivity import analyse, choose_policy, policy_options
 
@@ -159,12 +161,13 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
     best = None
     passed = failed = None  # the largest budget known to fit the target, the smallest known not to
+    fit_cache = FitCache()  # the tries differ only in per-layer policies: unchanged prefixes are not refitted
     for attempt in range(16):
         if attempt >= 8 and best is not None:
             break  # eight tries refine a result that fits; up to eight more look for one that fits at all
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
-                                        original_bytes)
+                                        original_bytes, fit_cache=fit_cache)
         size = new_model.ByteSize()
         if size <= target_bytes:
             passed = budget if passed is None else max(passed, budget)
@@ -189,7 +192,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     return best
 
 
-def _compress_layers(model, layers, options: CompressOptions, progress):
+def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None):
     """(layer, payload bytes or the reason it could not be compressed) for each layer, in order.
 
     Data-free layers are independent: with `options.jobs` > 1 they run in a process pool (each worker
@@ -208,7 +211,8 @@ def _compress_layers(model, layers, options: CompressOptions, progress):
         fitted = compress_calibrated(model, [layers[i] for i in fit], [policies[i] for i in fit], feeds,
                                      init=options.init, seed=options.seed, huffman=options.huffman,
                                      prune_method=options.prune_method, progress=progress,
-                                     quantizer=options.quantizer, output_fit=options.output_fit)
+                                     quantizer=options.quantizer, output_fit=options.output_fit,
+                                     cache=fit_cache)
         fitted_at = {i: (f.layer, f.packed.payload) for i, f in zip(fit, fitted)}
         if len(fitted_at) == len(layers):
             return [fitted_at[i] for i in range(len(layers))]

@@ -48,6 +48,26 @@ class FittedLayer:
     error: float  # relative output error on the calibration data
 
 
+@dataclasses.dataclass
+class FitCache:
+    """Work shared by several compressions of one model with the same calibration data and settings that
+    differ only in the per-layer policies (the --target-ratio search builds the file up to 16 times). Layer
+    i's inputs depend only on the policies of the layers before it, and its fit on its own policy too, so
+    both are looked up by the tuple of policies so far and reused exactly. The input statistics (three K×K
+    float64 matrices a layer) are kept up to `max_stats_bytes`; fitted layers (a payload each) always."""
+    max_stats_bytes: int = 1 << 28
+    fits: dict = dataclasses.field(default_factory=dict)
+    stats: dict = dataclasses.field(default_factory=dict)
+    stats_bytes: int = 0
+    hits: int = 0  # layers taken from the cache (fits or statistics), for tests and reports
+
+    def keep_stats(self, key: tuple, entry: tuple) -> None:
+        size = sum(a.nbytes for a in (entry[0].cc, entry[0].co, entry[0].oo)) + sum(a.nbytes for a in entry[1] + entry[2])
+        if self.stats_bytes + size <= self.max_stats_bytes:
+            self.stats[key] = entry
+            self.stats_bytes += size
+
+
 def kl_row_stride(n_samples: int, batch_rows: int, batch_samples: int, k: int) -> int:
     """Keep every stride-th input row for the output layer's KL refit, so that all the calibration data
     gives at most about MAX_KL_VALUES values (rows × K)."""
@@ -157,43 +177,37 @@ def compress_calibrated(
     progress: Callable[[str, int, int], None] | None = None,
     quantizer: str = "gptq",
     output_fit: str = "mse",
+    cache: FitCache | None = None,
 ) -> list[FittedLayer]:
     """`quantizer`: 'gptq' (entropy-constrained GPTQ, see refit.quantize_gptq) or 'kmeans' (k-means,
     least-squares codebook refits, nearest-value re-assignment). `output_fit`: 'kl' refits a classifier
-    output layer to the original predicted distribution, 'mse' to the original logits."""
+    output layer to the original predicted distribution, 'mse' to the original logits. `cache`: shared by
+    calls that differ only in `policies` (FitCache)."""
     if output_fit not in OUTPUT_FITS:
         raise ValueError(f"unknown output fit {output_fit!r}; choose one of {', '.join(OUTPUT_FITS)}")
     downstream = _downstream(model, layers)
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
-    original = session(with_outputs(model, names))
+    original = []  # the original model's session, made when a layer's statistics are first needed
     fitted: list[FittedLayer] = []
     for i, (layer, policy) in enumerate(zip(layers, policies)):
         if progress:
             progress(layer.weight_name, i, len(layers))
-        done = [f.layer for f in fitted]
-        if done:
-            partial, _ = rewrite(model, done, {f.layer.weight_name: f.packed.payload for f in fitted})
-            working = session(with_outputs(decompress_model(partial), layer_inputs(layer)))
-        else:
-            working = original
-        inputs = layer_inputs(layer)
+        if cache is not None and tuple(policies[:i + 1]) in cache.fits:
+            cache.hits += 1
+            fitted.append(cache.fits[tuple(policies[:i + 1])])
+            continue
         k = _matrix(layer).shape[1]
-        stats = LayerStats(k)
         nxt, final = downstream[i]
         classifier = output_fit == "kl" and _is_classifier(layer, final) and _bias(layer) is not None
-        kept_c, kept_o = [], []
-        n_samples = len(next(iter(feeds.values())))
-        for batch in batches(feeds, BATCH):
-            xo = original.run(inputs, batch)
-            xc = xo if working is original else working.run(inputs, batch)
-            for u, (a, b) in enumerate(zip(xc, xo)):
-                ro = as_rows(layer, u, b)
-                rc = ro if a is b else as_rows(layer, u, a)
-                stats.add(rc, ro)
-                if classifier:
-                    stride = kl_row_stride(n_samples, rc.shape[0], len(a), k)
-                    kept_c.append(rc[::stride].astype(np.float32))
-                    kept_o.append(ro[::stride].astype(np.float32))
+        if cache is not None and tuple(policies[:i]) in cache.stats:
+            cache.hits += 1
+            stats, kept_c, kept_o = cache.stats[tuple(policies[:i])]
+        else:
+            if not original:
+                original.append(session(with_outputs(model, names)))
+            stats, kept_c, kept_o = _layer_stats(model, layer, fitted, original[0], feeds, k, classifier)
+            if cache is not None:
+                cache.keep_stats(tuple(policies[:i]), (stats, kept_c, kept_o))
         needed = max(16, int(np.ceil(MIN_ROWS_PER_INPUT * k)))
         if stats.n < needed:
             raise ConfigError(f"--calibration: layer {layer.weight_name} has {k} inputs and the calibration data "
@@ -213,9 +227,38 @@ def compress_calibrated(
         packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, policy.bits, policy.index_bits, huffman)
         new_layer = _with_bias(layer, q.bias) if bias is not None else layer
         fitted.append(FittedLayer(new_layer, packed, q.error))
+        if cache is not None:
+            cache.fits[tuple(policies[:i + 1])] = fitted[-1]
     if progress:
         progress("", len(layers), len(layers))
     return fitted
+
+
+def _layer_stats(model, layer: Layer, fitted: list[FittedLayer], original, feeds, k: int, classifier: bool):
+    """The layer's input statistics over the calibration data, original model vs the model with `fitted`
+    compressed, and (for a classifier output layer) thinned rows of both inputs for the KL refit."""
+    done = [f.layer for f in fitted]
+    if done:
+        partial, _ = rewrite(model, done, {f.layer.weight_name: f.packed.payload for f in fitted})
+        working = session(with_outputs(decompress_model(partial), layer_inputs(layer)))
+    else:
+        working = original
+    inputs = layer_inputs(layer)
+    stats = LayerStats(k)
+    kept_c, kept_o = [], []
+    n_samples = len(next(iter(feeds.values())))
+    for batch in batches(feeds, BATCH):
+        xo = original.run(inputs, batch)
+        xc = xo if working is original else working.run(inputs, batch)
+        for u, (a, b) in enumerate(zip(xc, xo)):
+            ro = as_rows(layer, u, b)
+            rc = ro if a is b else as_rows(layer, u, a)
+            stats.add(rc, ro)
+            if classifier:
+                stride = kl_row_stride(n_samples, rc.shape[0], len(a), k)
+                kept_c.append(rc[::stride].astype(np.float32))
+                kept_o.append(ro[::stride].astype(np.float32))
+    return stats, kept_c, kept_o
 
 
 def _fit_classifier(problem: RefitProblem, rec: Reconstruction, x_c: np.ndarray, x_o: np.ndarray, bits: int,

@@ -17,7 +17,7 @@ from onnx_dc.codec.refit import (
     LayerStats, kl_refit, prune_reconstruct, quantize_gptq, quantize_refit, refit_problem, relative_output_error,
 )
 from onnx_dc.graph.match import find_layers
-from onnx_dc.config import CompressOptions, PerKind
+from onnx_dc.config import CompressOptions, LayerPolicy, PerKind
 from onnx_dc.graph.calibrate import im2col
 from onnx_dc.reference import run_reference
 
@@ -246,6 +246,30 @@ def test_target_ratio_is_reached(tmp_path):
                                                                           target_ratio=5, min_weights=16))
     assert result.report["file"]["ratio"] >= 5
     assert set(result.policy) == {"fc1.weight", "fc2.weight", "fc3.weight"}
+
+
+def test_fit_cache_reuses_unchanged_prefixes_exactly(tmp_path):
+    """--target-ratio's tries share a FitCache: a try that changes only a later layer's policy reuses the
+    earlier layers' fits and the changed layer's input statistics, and gives byte-identical payloads."""
+    from onnx_dc.calibrated import FitCache, compress_calibrated
+
+    model = builders.mlp((64, 48, 32, 10))
+    feeds = {"input": _calibration(model, tmp_path / "cal.npz", n=300)["input"]}
+    layers = find_layers(model, 16)[0]
+    a = [LayerPolicy(0.8, 5, 4), LayerPolicy(0.7, 5, 4), LayerPolicy(0.5, 5, 4)]
+    b = a[:1] + [LayerPolicy(0.9, 4, 4)] + a[2:]  # fc2 changes: fc1's fit and fc2's inputs are the same
+    cache = FitCache()
+    for policies, hits in ((a, 0), (b, 2), (a, 5)):
+        got = compress_calibrated(model, layers, policies, feeds, output_fit="kl", cache=cache)
+        fresh = compress_calibrated(model, layers, policies, feeds, output_fit="kl")
+        assert [f.packed.payload for f in got] == [f.packed.payload for f in fresh]
+        assert [f.error for f in got] == [f.error for f in fresh]
+        assert cache.hits == hits  # b: fc1's fit + fc2's statistics; a again: every fit (3)
+    # Statistics beyond the byte budget are recomputed, never wrong.
+    small = FitCache(max_stats_bytes=0)
+    compress_calibrated(model, layers, a, feeds, cache=small)
+    compress_calibrated(model, layers, b, feeds, cache=small)
+    assert small.stats == {} and small.hits == 1
 
 
 BAD = [
