@@ -155,7 +155,12 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
         raise ConfigError("--target-ratio needs --calibration data to measure each layer's sensitivity")
     if sens is None:
         feeds, _ = load_data(options.calibration, model)
-        sens = analyse(model, layers, options, feeds, progress=progress)
+        if options.sensitivity:
+            from .analysis_file import load_analysis
+
+            sens = load_analysis(options.sensitivity, model, feeds, options, layers)
+        else:
+            sens = analyse(model, layers, options, feeds, progress=progress)
     target_bytes = original_bytes / options.target_ratio
     # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
     budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
@@ -250,10 +255,11 @@ def _payload_of(source, policy: LayerPolicy, init: str, seed: int, huffman: bool
 
 
 def sensitivity(model_path, calibration: str, data: str | None = None, options: CompressOptions | None = None,
-                sparsities=None, progress=None, data_aware: bool = True):
+                sparsities=None, progress=None, data_aware: bool = True, save=None):
     """Per-layer sensitivity (list of sensitivity.LayerSensitivity): each layer compressed alone at each
     sparsity and bit width (fitted on the calibration data, or by magnitude + k-means if not
-    `data_aware`), the model run on `data` (with labels: accuracy) or on the calibration data."""
+    `data_aware`), the model run on `data` (with labels: accuracy) or on the calibration data. `save`: also
+    write it to this file, for `compress(target_ratio=…, sensitivity=save)` (analysis_file)."""
     from . import layer_sensitivity as sens_mod
     from .evaluate import load_data
 
@@ -264,8 +270,27 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
         raise NothingToCompress(f"{model_path}: no layer of the model can be compressed")
     feeds, _ = load_data(calibration, model)
     eval_feeds, labels = load_data(data, model) if data else (None, None)
-    return sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds,
+    if save is not None:
+        _check_analysis_path(save, model_path, calibration, data)
+    sens = sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds,
                             sparsities=sparsities or sens_mod.DEFAULT_SPARSITIES, progress=progress)
+    if save is not None:
+        from .analysis_file import save_analysis
+
+        save_analysis(save, sens, model, feeds, options, evaluated_on=data or "calibration data")
+    return sens
+
+
+def _check_analysis_path(path, *inputs) -> None:
+    """The analysis file must not overwrite an input, and its folder must exist."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--save {path}: is a directory")
+    if not target.resolve().parent.is_dir():
+        raise ConfigError(f"--save {path}: folder {target.parent} does not exist")
+    for other in inputs:
+        if other and Path(other).exists() and target.resolve() == Path(other).resolve():
+            raise ConfigError(f"--save {path}: would overwrite an input file")
 
 
 def _check(model: onnx.ModelProto) -> None:

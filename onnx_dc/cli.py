@@ -156,13 +156,16 @@ def main():
 @click.option("--target-ratio", type=float, metavar="R",
               help="With --calibration: choose per-layer sparsity and bits to make the file R times smaller "
                    "at the least output error (overrides --sparsity/--bits).")
+@click.option("--sensitivity", "sensitivity_path", type=click.Path(), metavar="FILE",
+              help="With --target-ratio: reuse this saved analysis (onnx-dc sensitivity --save) instead of "
+                   "measuring it again; refused if it was made for another model, data or settings.")
 @click.option("-j", "--jobs", default=1, show_default=True, type=int,
               help="Compress layers in this many worker processes (data-free; the output is the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
              kinds, conv_exec, min_weights, allow_unchanged, calibration, prune_method, quantizer, output_fit,
-             target_ratio, jobs, as_json, quiet):
+             target_ratio, sensitivity_path, jobs, as_json, quiet):
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
@@ -177,7 +180,7 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
             layer_bits=parse_layer_overrides(layer_bits, "--layer-bits", weight_bits_value),
             init=init, huffman=not no_huffman, seed=seed, min_weights=min_weights, allow_unchanged=allow_unchanged,
             calibration=calibration, prune_method=prune_method, quantizer=quantizer, output_fit=output_fit,
-            target_ratio=target_ratio, jobs=jobs,
+            target_ratio=target_ratio, sensitivity=sensitivity_path, jobs=jobs,
         )
         if quiet or as_json or not sys.stderr.isatty():
             result = api_compress(input_path, output_path, options)
@@ -257,10 +260,21 @@ def _with_progress(fn, label: str, quiet: bool):
               "instead of the calibration data.")
 @click.option("--sparsities", default=None, metavar="S,S,…", help="Pruned fractions to try (default 0 to 0.98).")
 @click.option("--data-free", is_flag=True, help="Compress candidates by magnitude + k-means, without refits.")
+@click.option("--prune-method", default="obs", show_default=True,
+              type=click.Choice(["obs", "obs-oneshot", "sparsegpt", "magnitude"]),
+              help="As compress --prune-method (candidates use its fast one-shot variant).")
+@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(["gptq", "kmeans"]),
+              help="As compress --quantizer.")
+@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(["mse", "kl"]),
+              help="As compress --output-fit: how the output layer's candidates are fitted.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also write the analysis to FILE, for compress --target-ratio R --sensitivity FILE (with the "
+                   "same --calibration and settings).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the sensitivity plot (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print all points as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def sensitivity(model_path, calibration, data, sparsities, data_free, plot_path, as_json, quiet):
+def sensitivity(model_path, calibration, data, sparsities, data_free, prune_method, quantizer, output_fit, save_path,
+                plot_path, as_json, quiet):
     """How the model's output degrades as each layer alone is pruned harder (and quantized coarser)."""
 
     def body():
@@ -270,12 +284,19 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, plot_path,
         grid = None
         if sparsities:
             grid = tuple(sparsity_value(x.strip(), "--sparsities") for x in sparsities.split(","))
-        options = CompressOptions()
+        options = CompressOptions(prune_method=prune_method, quantizer=quantizer, output_fit=output_fit)
         sens = _with_progress(lambda progress: api_sensitivity(model_path, calibration, data, options, grid, progress,
-                                                               data_aware=not data_free), "analysing", quiet)
+                                                               data_aware=not data_free, save=save_path),
+                              "analysing", quiet)
         default_bits = {"fc": int(options.bits.fc), "conv": int(options.bits.conv)}
         if plot_path:
             plot(sens, plot_path, default_bits)
+        if save_path and not as_json:
+            extra = "".join(f" {flag} {value}" for flag, value, default in (
+                ("--output-fit", output_fit, "mse"), ("--quantizer", quantizer, "gptq"),
+                ("--prune-method", prune_method if prune_method == "magnitude" else "obs", "obs")) if value != default)
+            click.echo(f"Wrote {save_path} (reuse it: onnx-dc compress {model_path} -o OUT --calibration {calibration} "
+                       f"--target-ratio R --sensitivity {save_path}{extra})", err=True)
         if as_json:
             click.echo(json.dumps({"points": sensitivity_rows(sens)}))
             return

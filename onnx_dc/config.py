@@ -128,6 +128,7 @@ class CompressOptions:
     calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
     prune_method: str = "obs"  # with calibration data: see codec.refit.PRUNE_METHODS
     target_ratio: float | None = None  # pick per-layer settings from a sensitivity analysis to reach it
+    sensitivity: str | None = None  # with target_ratio: a saved analysis (onnx-dc sensitivity --save) to reuse
     quantizer: str = "gptq"  # with calibration data: gptq (entropy-constrained, error feedback) or kmeans
     output_fit: str = "mse"  # with calibration data, a layer producing a model output: mse (its values) or kl
     #                          (a classifier's predicted distribution; for logits only)
@@ -162,6 +163,8 @@ class CompressOptions:
             raise ConfigError(f"--output-fit: expected one of {', '.join(OUTPUT_FITS)}, got {self.output_fit!r}")
         if self.target_ratio is not None and not self.target_ratio > 1:
             raise ConfigError(f"--target-ratio must be > 1, got {self.target_ratio}")
+        if self.sensitivity is not None and self.target_ratio is None:
+            raise ConfigError("--sensitivity is used by --target-ratio; give both")
         if self.jobs < 1:
             raise ConfigError(f"--jobs must be >= 1, got {self.jobs}")
         if self.min_weights < 0:

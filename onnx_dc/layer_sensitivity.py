@@ -22,7 +22,7 @@ from .graph.decompress import decompress_model
 from .graph.match import Layer
 from .graph.rewrite import rewrite
 
-DEFAULT_SPARSITIES = (0.0, 0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
+DEFAULT_SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
 DEFAULT_BITS = {"fc": (4, 5, 6), "conv": (6, 7, 8)}
 
 
