@@ -24,7 +24,7 @@ from paper_settings import LENET5, LENET_300_100  # noqa: E402
 
 MODELS = (("LeNet-300-100", "lenet_300_100.onnx", LENET_300_100, ["b", 784], "40x, −0.06 point (MNIST, retrained)"),
           ("LeNet-5", "lenet5.onnx", LENET5, ["b", 1, 28, 28], "39x, +0.06 point (MNIST, retrained)"))
-RATIOS = (20, 25, 30, 35, 40, 45, 50)
+RATIOS = (10, 15, 20, 25, 30, 35, 40, 45, 50)
 NOTES = """What `--calibration` does per layer, in graph order: iterative OBS pruning with least-squares refits (the
 survivor budget shared across a layer's outputs in proportion to how much the next layer reads each one);
 entropy-constrained GPTQ assignment to the shared values (error feedback through each row's H_SS⁻¹, with a
