@@ -160,7 +160,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
 
             sens = load_analysis(options.sensitivity, model, feeds, options, layers)
         else:
-            sens = analyse(model, layers, options, feeds, progress=progress)
+            sens = analyse(model, layers, options, feeds, progress=progress, jobs=options.jobs)
     target_bytes = original_bytes / options.target_ratio
     # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
     budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
@@ -272,7 +272,7 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
     eval_feeds, labels = load_data(data, model) if data else (None, None)
     if save is not None:
         _check_analysis_path(save, model_path, calibration, data)
-    sens = sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds,
+    sens = sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds, jobs=options.jobs,
                             sparsities=sparsities or sens_mod.DEFAULT_SPARSITIES, progress=progress)
     if save is not None:
         from .analysis_file import save_analysis

@@ -160,7 +160,8 @@ def main():
               help="With --target-ratio: reuse this saved analysis (onnx-dc sensitivity --save) instead of "
                    "measuring it again; refused if it was made for another model, data or settings.")
 @click.option("-j", "--jobs", default=1, show_default=True, type=int,
-              help="Compress layers in this many worker processes (data-free; the output is the same).")
+              help="Worker processes for the data-free layers and for --target-ratio's sensitivity analysis (the "
+                   "output is the same).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits, index_bits, init, no_huffman, seed,
@@ -267,14 +268,16 @@ def _with_progress(fn, label: str, quiet: bool):
               help="As compress --quantizer.")
 @click.option("--output-fit", default="mse", show_default=True, type=click.Choice(["mse", "kl"]),
               help="As compress --output-fit: how the output layer's candidates are fitted.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=int,
+              help="Fit and run the candidates in this many worker processes (the result is the same).")
 @click.option("--save", "save_path", type=click.Path(dir_okay=False), metavar="FILE",
               help="Also write the analysis to FILE, for compress --target-ratio R --sensitivity FILE (with the "
                    "same --calibration and settings).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write the sensitivity plot (PNG).")
 @click.option("--json", "as_json", is_flag=True, help="Print all points as one JSON object on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
-def sensitivity(model_path, calibration, data, sparsities, data_free, prune_method, quantizer, output_fit, save_path,
-                plot_path, as_json, quiet):
+def sensitivity(model_path, calibration, data, sparsities, data_free, prune_method, quantizer, output_fit, jobs,
+                save_path, plot_path, as_json, quiet):
     """How the model's output degrades as each layer alone is pruned harder (and quantized coarser)."""
 
     def body():
@@ -284,7 +287,7 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, prune_meth
         grid = None
         if sparsities:
             grid = tuple(sparsity_value(x.strip(), "--sparsities") for x in sparsities.split(","))
-        options = CompressOptions(prune_method=prune_method, quantizer=quantizer, output_fit=output_fit)
+        options = CompressOptions(prune_method=prune_method, quantizer=quantizer, output_fit=output_fit, jobs=jobs)
         sens = _with_progress(lambda progress: api_sensitivity(model_path, calibration, data, options, grid, progress,
                                                                data_aware=not data_free, save=save_path),
                               "analysing", quiet)

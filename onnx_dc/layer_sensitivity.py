@@ -20,6 +20,7 @@ from .config import CompressOptions, ConfigError, LayerPolicy
 from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
 from .graph.decompress import decompress_model
 from .graph.match import Layer
+from .graph.model_io import PROTOBUF_LIMIT, proto_size
 from .graph.rewrite import rewrite
 
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
@@ -51,13 +52,14 @@ def _outputs(sess, feeds) -> np.ndarray:
 def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOptions, feeds: dict,
             labels: np.ndarray | None = None, sparsities=DEFAULT_SPARSITIES, bits: dict | None = None,
             progress: Callable[[str, int, int], None] | None = None,
-            eval_feeds: dict | None = None) -> list[LayerSensitivity]:
+            eval_feeds: dict | None = None, jobs: int = 1) -> list[LayerSensitivity]:
     """Sensitivity of each layer at each (sparsity, bits), measured on `eval_feeds` (default: `feeds`,
     the calibration data; `labels` go with eval_feeds). With options.calibration set, each candidate is
     compressed data-aware from `feeds` (one-shot OBS + refits, the fast variant), else by magnitude +
     k-means. The output layer is fitted as compression will fit it: with options.output_fit 'kl' a
     classifier output layer is refitted to the original predicted distribution (calibrated._fit_classifier),
-    so its candidates are priced at the errors that the written model will have."""
+    so its candidates are priced at the errors that the written model will have. `jobs` > 1: the
+    candidates run in that many worker processes (the result does not depend on it)."""
     bits = bits or DEFAULT_BITS
     calib = feeds
     feeds = eval_feeds if eval_feeds is not None else feeds
@@ -69,32 +71,108 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     downstream = _downstream(model, layers) if options.calibration else [(None, False)] * len(layers)
     kl_layers = _kl_layers(layers, options, downstream)
     stats, kept = _layer_stats(model, layers, calib, kl_layers) if options.calibration else ({}, {})
-    out = []
-    total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
-    done = 0
-    for layer, (nxt, _) in zip(layers, downstream):
-        sens = LayerSensitivity(layer.weight_name, layer.kind, int(layer.weight.size))
+    ctx = _Context(model, feeds, reference, energy, top, labels, options, {kind: tuple(b) for kind, b in bits.items()})
+    # One task per (layer, sparsity): pruned once, then compressed at each bit width and run.
+    tasks = []
+    for li, (layer, (nxt, _)) in enumerate(zip(layers, downstream)):
         problem = _problem(layer, stats.get(layer.weight_name))
         # The survivor budget shared across the outputs as compress --calibration shares it.
         row_weight = _row_weight(layer, layers[nxt]) if nxt is not None else None
+        tasks += [(li, (layer, problem, s, row_weight, kept.get(layer.weight_name))) for s in sparsities]
+    total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
+    points: dict[tuple[int, float], list] = {}
+    done = 0
+
+    def finished(li, s, pts):
+        nonlocal done
+        points[(li, s)] = pts
+        done += len(pts)
+        if progress:
+            progress(f"{layers[li].weight_name} keep {1 - s:.0%}", done, total)
+
+    if jobs > 1 and len(tasks) > 1 and proto_size(model) < PROTOBUF_LIMIT:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        # Workers get the model and the data once (initializer); a task carries one layer's fitting problem.
+        # They keep BLAS's and onnxruntime's default threads, as this process: the output layer's KL fit
+        # amplifies the last-bit differences another thread count gives (LeNet-5's fc2 at 50%: 1.2% vs 2.5%
+        # output error), and the analysis must not depend on `jobs`. Forked (as the data-free pool):
+        # spawned workers would re-run a caller's script that has no main guard.
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_init_worker,
+                                 initargs=(dataclasses.replace(ctx, model=model.SerializeToString()),)) as pool:
+            futures = {pool.submit(_worker_points, *args): (li, args[2]) for li, args in tasks}
+            for future in as_completed(futures):
+                li, s = futures[future]
+                finished(li, s, future.result())
+    else:
+        for li, args in tasks:
+            finished(li, args[2], _candidate_points(ctx, *args))
+    out = []
+    for li, layer in enumerate(layers):
+        sens = LayerSensitivity(layer.weight_name, layer.kind, int(layer.weight.size))
         for s in sparsities:
-            rec = _prune(problem, s, options, row_weight)
-            for b in bits[layer.kind]:
-                if progress:
-                    progress(f"{layer.weight_name} keep {1 - s:.0%} {b}-bit", done, total)
-                done += 1
-                packed, new_layer = _compress_one(layer, problem, rec, s, b, options, kept.get(layer.weight_name))
-                candidate, _ = rewrite(model, [new_layer], {layer.weight_name: packed.payload})
-                y = _outputs(session(decompress_model(candidate).SerializeToString()), feeds)
-                point = Point(s, b, len(packed.payload),
-                              float(((y.astype(np.float64) - reference) ** 2).sum() / energy),
-                              float((y.argmax(1) == top).mean()))
-                if labels is not None:
-                    point.accuracy = float((y.argmax(1) == labels).mean())
-                sens.points.append(point)
+            sens.points += points[(li, s)]
         out.append(sens)
     if progress:
         progress("", total, total)
+    return out
+
+
+@dataclass
+class _Context:
+    """What every candidate needs besides its layer: the model, the evaluation data and its reference."""
+    model: onnx.ModelProto  # serialized (bytes) on its way to a worker process
+    feeds: dict
+    reference: np.ndarray
+    energy: float
+    top: np.ndarray
+    labels: np.ndarray | None
+    options: CompressOptions
+    bits: dict
+
+
+_WORKER: _Context | None = None
+
+
+def _init_worker(ctx: _Context) -> None:
+    global _WORKER
+    _WORKER = dataclasses.replace(ctx, model=onnx.load_from_string(ctx.model))
+
+
+def _worker_points(layer: Layer, *args) -> list:
+    return _candidate_points(_WORKER, _rebound(layer, _WORKER.model), *args)
+
+
+def _rebound(layer: Layer, model: onnx.ModelProto) -> Layer:
+    """The layer with its nodes replaced by the equal nodes of `model`: a layer arrives in a worker as a
+    copy, and rewrite() finds the nodes to replace by identity (outputs are unique, so equal is unique)."""
+    nodes = {n.SerializeToString(deterministic=True): n for n in model.graph.node}
+
+    def same(node):
+        return nodes[node.SerializeToString(deterministic=True)] if isinstance(node, onnx.NodeProto) else node
+
+    uses = [dataclasses.replace(u, **{f.name: same(getattr(u, f.name)) for f in dataclasses.fields(u)})
+            if dataclasses.is_dataclass(u) else same(u) for u in layer.uses]
+    return dataclasses.replace(layer, uses=uses)
+
+
+def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row_weight, kl_rows) -> list:
+    """The points of one layer at one sparsity: pruned once, then compressed at each bit width and the
+    whole model run with that layer alone replaced."""
+    rec = _prune(problem, sparsity, ctx.options, row_weight)
+    out = []
+    for b in ctx.bits[layer.kind]:
+        packed, new_layer = _compress_one(layer, problem, rec, sparsity, b, ctx.options, kl_rows)
+        candidate, _ = rewrite(ctx.model, [new_layer], {layer.weight_name: packed.payload})
+        y = _outputs(session(decompress_model(candidate).SerializeToString()), ctx.feeds)
+        point = Point(sparsity, b, len(packed.payload),
+                      float(((y.astype(np.float64) - ctx.reference) ** 2).sum() / ctx.energy),
+                      float((y.argmax(1) == ctx.top).mean()))
+        if ctx.labels is not None:
+            point.accuracy = float((y.argmax(1) == ctx.labels).mean())
+        out.append(point)
     return out
 
 

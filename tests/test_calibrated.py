@@ -248,6 +248,21 @@ def test_target_ratio_is_reached(tmp_path):
     assert set(result.policy) == {"fc1.weight", "fc2.weight", "fc3.weight"}
 
 
+def test_sensitivity_in_worker_processes_equals_the_serial_one(tmp_path):
+    """jobs > 1 runs the candidates in forked workers (rebinding each layer to the worker's own graph
+    nodes); every point is the same as with jobs=1, the output layer's KL fit included."""
+    model = builders.conv(cin=3, cout=8)
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz", n=120)
+    mlp = builders.save(builders.mlp((64, 48, 32, 10)), tmp_path / "mlp.onnx")
+    _calibration(builders.mlp((64, 48, 32, 10)), tmp_path / "mlp.npz", n=300)
+    for path, cal in ((src, "cal.npz"), (mlp, "mlp.npz")):
+        runs = [onnx_dc.sensitivity(path, str(tmp_path / cal), sparsities=(0.5, 0.9),
+                                    options=CompressOptions(min_weights=16, output_fit="kl", jobs=jobs))
+                for jobs in (1, 2)]
+        assert runs[0] == runs[1] and len(runs[0]) >= 1 and all(len(s.points) == 6 for s in runs[0])
+
+
 def test_fit_cache_reuses_unchanged_prefixes_exactly(tmp_path):
     """--target-ratio's tries share a FitCache: a try that changes only a later layer's policy reuses the
     earlier layers' fits and the changed layer's input statistics, and gives byte-identical payloads."""
