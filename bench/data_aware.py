@@ -99,8 +99,8 @@ def main():
                          f"{f'{100 * (best[3] - base):+.2f}' if best else ''} | |")
         lines.append(f"| {title} | the paper | pruning + quantization + retraining | {paper_result.split(',')[0]} | | "
                      f"{paper_result.split(',')[1].split('(')[0].strip().replace('point', '')} | |")
-    text = "\n".join(lines) + "\n\n(Auto-policy times exclude the sensitivity analysis, measured once per model and reused by every "
-                                     "ratio, as `--sensitivity` does.)\n\n" + NOTES
+    text = ("\n".join(lines) + "\n\n(Auto-policy times exclude the sensitivity analysis, measured once per model and "
+            "reused by every ratio, as `--sensitivity` does.)\n\n" + NOTES)
     print(text)
     if args.no_readme:
         return
