@@ -47,10 +47,12 @@ def data_fingerprint(feeds: dict[str, np.ndarray]) -> str:
 
 def analysis_settings(options: CompressOptions) -> dict:
     """The options that change a candidate's fit, payload size or price (layer_sensitivity.analyse)."""
+    from .layer_sensitivity import candidate_prune_method
+
     data_aware = bool(options.calibration)
     return {
         "data_aware": data_aware,
-        "prune": ("magnitude" if options.prune_method == "magnitude" else "obs-oneshot") if data_aware else "magnitude",
+        "prune": candidate_prune_method(options.prune_method) if data_aware else "magnitude",
         "quantizer": options.quantizer if data_aware else "kmeans",
         "output_fit": options.output_fit if data_aware else "none",
         "index_bits": {kind: int(options.index_bits.for_kind(kind)) for kind in ("fc", "conv")},

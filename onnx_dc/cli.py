@@ -9,8 +9,9 @@ import click
 
 from .codec.payload import PayloadError
 from .config import (
-    DEFAULT_BITS, DEFAULT_INDEX_BITS, DEFAULT_SPARSITY, CompressOptions, ConfigError, index_bits_value, parse_kinds,
-    parse_layer_overrides, parse_per_kind, sparsity_value, weight_bits_value,
+    DEFAULT_BITS, DEFAULT_INDEX_BITS, DEFAULT_SPARSITY, OUTPUT_FITS, PRUNE_METHODS, QUANTIZERS, CompressOptions,
+    ConfigError, index_bits_value, parse_kinds, parse_layer_overrides, parse_per_kind, sparsity_value,
+    weight_bits_value,
 )
 from .datasets import DatasetError
 from .graph.model_io import ModelError
@@ -145,12 +146,12 @@ def main():
               help="Input samples (arrays named after the model's inputs): fit each layer to reproduce the "
                    "original's output (pruning with reconstruction, codebook and bias refit).")
 @click.option("--prune-method", default="obs", show_default=True,
-              type=click.Choice(["obs", "obs-oneshot", "sparsegpt", "magnitude"]),
+              type=click.Choice(PRUNE_METHODS),
               help="With --calibration: how to choose the pruned weights.")
-@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(["gptq", "kmeans"]),
+@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(QUANTIZERS),
               help="With --calibration: gptq assigns shared values one weight at a time with error feedback and "
                    "a price on code length; kmeans clusters, then refits the shared values by least squares.")
-@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(["mse", "kl"]),
+@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(OUTPUT_FITS),
               help="With --calibration, for a layer whose output is a model output: mse reproduces its values; "
                    "kl (classifiers: the output is logits) reproduces the original's predicted distribution.")
 @click.option("--target-ratio", type=float, metavar="R",
@@ -262,11 +263,11 @@ def _with_progress(fn, label: str, quiet: bool):
 @click.option("--sparsities", default=None, metavar="S,S,…", help="Pruned fractions to try (default 0 to 0.98).")
 @click.option("--data-free", is_flag=True, help="Compress candidates by magnitude + k-means, without refits.")
 @click.option("--prune-method", default="obs", show_default=True,
-              type=click.Choice(["obs", "obs-oneshot", "sparsegpt", "magnitude"]),
+              type=click.Choice(PRUNE_METHODS),
               help="As compress --prune-method (candidates use its fast one-shot variant).")
-@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(["gptq", "kmeans"]),
+@click.option("--quantizer", default="gptq", show_default=True, type=click.Choice(QUANTIZERS),
               help="As compress --quantizer.")
-@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(["mse", "kl"]),
+@click.option("--output-fit", default="mse", show_default=True, type=click.Choice(OUTPUT_FITS),
               help="As compress --output-fit: how the output layer's candidates are fitted.")
 @click.option("-j", "--jobs", default=1, show_default=True, type=int,
               help="Fit and run the candidates in this many worker processes (the result is the same).")
@@ -295,9 +296,12 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, prune_meth
         if plot_path:
             plot(sens, plot_path, default_bits)
         if save_path and not as_json:
-            extra = "".join(f" {flag} {value}" for flag, value, default in (
-                ("--output-fit", output_fit, "mse"), ("--quantizer", quantizer, "gptq"),
-                ("--prune-method", prune_method if prune_method == "magnitude" else "obs", "obs")) if value != default)
+            from .layer_sensitivity import candidate_prune_method
+
+            # What compress must be given for the analysis to match (analysis_file.analysis_settings).
+            extra = "".join(f" {flag} {value}" for flag, value, differs in (
+                ("--output-fit", output_fit, output_fit != "mse"), ("--quantizer", quantizer, quantizer != "gptq"),
+                ("--prune-method", "magnitude", candidate_prune_method(prune_method) == "magnitude")) if differs)
             click.echo(f"Wrote {save_path} (reuse it: onnx-dc compress {model_path} -o OUT --calibration {calibration} "
                        f"--target-ratio R --sensitivity {save_path}{extra})", err=True)
         if as_json:

@@ -217,12 +217,17 @@ def _problem(layer: Layer, stats: LayerStats | None):
     return refit_problem(layer.weight.reshape(layer.shape[0], -1), bias, stats, free_bias=bias is not None)
 
 
+def candidate_prune_method(prune_method: str) -> str:
+    """How the analysis prunes its candidates for compress's `prune_method`: magnitude stays magnitude,
+    every OBS-like method becomes the fast variant (one OBS cut on the unconstrained optimum, survivors
+    refitted exactly)."""
+    return "magnitude" if prune_method == "magnitude" else "obs-oneshot"
+
+
 def _prune(problem, sparsity: float, options: CompressOptions, row_weight=None):
     if problem is None:
         return None
-    # The fast variant: one OBS cut on the unconstrained optimum, survivors refitted exactly.
-    return prune_reconstruct(problem, sparsity, "magnitude" if options.prune_method == "magnitude" else "obs-oneshot",
-                             row_weight=row_weight)
+    return prune_reconstruct(problem, sparsity, candidate_prune_method(options.prune_method), row_weight=row_weight)
 
 
 def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, options: CompressOptions,
