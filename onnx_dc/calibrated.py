@@ -59,7 +59,7 @@ class FitCache:
     fits: dict = dataclasses.field(default_factory=dict)
     stats: dict = dataclasses.field(default_factory=dict)
     stats_bytes: int = 0
-    hits: int = 0  # layers taken from the cache (fits or statistics), for tests and reports
+    hits: int = 0  # layers taken from the cache (fits or statistics); the tests read it
 
     def keep_stats(self, key: tuple, entry: tuple) -> None:
         size = sum(a.nbytes for a in (entry[0].cc, entry[0].co, entry[0].oo)) + sum(a.nbytes for a in entry[1] + entry[2])
@@ -192,22 +192,23 @@ def compress_calibrated(
     for i, (layer, policy) in enumerate(zip(layers, policies)):
         if progress:
             progress(layer.weight_name, i, len(layers))
-        if cache is not None and tuple(policies[:i + 1]) in cache.fits:
+        fit_key, stats_key = tuple(policies[:i + 1]), tuple(policies[:i])
+        if cache is not None and fit_key in cache.fits:
             cache.hits += 1
-            fitted.append(cache.fits[tuple(policies[:i + 1])])
+            fitted.append(cache.fits[fit_key])
             continue
         k = _matrix(layer).shape[1]
         nxt, final = downstream[i]
         classifier = output_fit == "kl" and _is_classifier(layer, final) and _bias(layer) is not None
-        if cache is not None and tuple(policies[:i]) in cache.stats:
+        if cache is not None and stats_key in cache.stats:
             cache.hits += 1
-            stats, kept_c, kept_o = cache.stats[tuple(policies[:i])]
+            stats, kept_c, kept_o = cache.stats[stats_key]
         else:
             if not original:
                 original.append(session(with_outputs(model, names)))
             stats, kept_c, kept_o = _layer_stats(model, layer, fitted, original[0], feeds, k, classifier)
             if cache is not None:
-                cache.keep_stats(tuple(policies[:i]), (stats, kept_c, kept_o))
+                cache.keep_stats(stats_key, (stats, kept_c, kept_o))
         needed = max(16, int(np.ceil(MIN_ROWS_PER_INPUT * k)))
         if stats.n < needed:
             raise ConfigError(f"--calibration: layer {layer.weight_name} has {k} inputs and the calibration data "
@@ -228,7 +229,7 @@ def compress_calibrated(
         new_layer = _with_bias(layer, q.bias) if bias is not None else layer
         fitted.append(FittedLayer(new_layer, packed, q.error))
         if cache is not None:
-            cache.fits[tuple(policies[:i + 1])] = fitted[-1]
+            cache.fits[fit_key] = fitted[-1]
     if progress:
         progress("", len(layers), len(layers))
     return fitted

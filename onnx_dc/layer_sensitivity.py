@@ -134,21 +134,23 @@ class _Context:
 
 
 _WORKER: _Context | None = None
+_WORKER_NODES: dict = {}  # the worker's graph nodes by their serialized form (_rebound)
 
 
 def _init_worker(ctx: _Context) -> None:
-    global _WORKER
+    global _WORKER, _WORKER_NODES
     _WORKER = dataclasses.replace(ctx, model=onnx.load_from_string(ctx.model))
+    _WORKER_NODES = {n.SerializeToString(deterministic=True): n for n in _WORKER.model.graph.node}
 
 
 def _worker_points(layer: Layer, *args) -> list:
-    return _candidate_points(_WORKER, _rebound(layer, _WORKER.model), *args)
+    return _candidate_points(_WORKER, _rebound(layer, _WORKER_NODES), *args)
 
 
-def _rebound(layer: Layer, model: onnx.ModelProto) -> Layer:
-    """The layer with its nodes replaced by the equal nodes of `model`: a layer arrives in a worker as a
-    copy, and rewrite() finds the nodes to replace by identity (outputs are unique, so equal is unique)."""
-    nodes = {n.SerializeToString(deterministic=True): n for n in model.graph.node}
+def _rebound(layer: Layer, nodes: dict) -> Layer:
+    """The layer with its nodes replaced by the equal nodes of the worker's graph (`nodes`, by serialized
+    form): a layer arrives in a worker as a copy, and rewrite() finds the nodes to replace by identity
+    (outputs are unique, so equal is unique)."""
 
     def same(node):
         return nodes[node.SerializeToString(deterministic=True)] if isinstance(node, onnx.NodeProto) else node
