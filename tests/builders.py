@@ -92,6 +92,20 @@ def save(model, path) -> str:
     return str(path)
 
 
+def calibration(model, path, n=400, seed=5) -> dict:
+    """Calibration inputs for `model` saved as an .npz at `path` (and returned): features correlated, as
+    real activations are, so that a data-aware refit has something to use."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else (n if i == 0 else 4)
+                for i, d in enumerate(vi.type.tensor_type.shape.dim)]
+        mix = np.random.default_rng(0).standard_normal((dims[-1], dims[-1])) / np.sqrt(dims[-1])
+        arrays[vi.name] = (rng.standard_normal(dims) @ mix + 0.5).astype(np.float32)
+    np.savez(path, **arrays)
+    return arrays
+
+
 # Every layer variant the converter handles, built fresh per call (the graph and native tests share it).
 LAYER_VARIANTS = {
     "gemm_transB1_bias": lambda: gemm(trans_b=1),

@@ -18,9 +18,7 @@ GRID = "0.5,0.8,0.9"
 def _setup(tmp_path, n=300):
     model = builders.mlp((64, 48, 32, 10))
     src = builders.save(model, tmp_path / "in.onnx")
-    rng = np.random.default_rng(3)
-    mix = rng.standard_normal((64, 64)) / 8
-    np.savez(tmp_path / "cal.npz", input=(rng.standard_normal((n, 64)) @ mix + 0.5).astype(np.float32))
+    builders.calibration(model, tmp_path / "cal.npz", n=n)
     return src, str(tmp_path / "cal.npz")
 
 

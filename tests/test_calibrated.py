@@ -200,17 +200,7 @@ def test_im2col_matches_onnxruntime_conv(attrs):
     np.testing.assert_allclose(got, y, rtol=1e-4, atol=1e-4)
 
 
-def _calibration(model, path, n=400, seed=5):
-    """Inputs with correlated features (as real activations have): where the refit has something to use."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for vi in model.graph.input:
-        dims = [d.dim_value if d.HasField("dim_value") else (n if i == 0 else 4)
-                for i, d in enumerate(vi.type.tensor_type.shape.dim)]
-        mix = np.random.default_rng(0).standard_normal((dims[-1], dims[-1])) / np.sqrt(dims[-1])
-        arrays[vi.name] = (rng.standard_normal(dims) @ mix + 0.5).astype(np.float32)
-    np.savez(path, **arrays)
-    return arrays
+_calibration = builders.calibration
 
 
 def _rel_error(ref, got):
