@@ -184,19 +184,8 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
             calibration=calibration, prune_method=prune_method, quantizer=quantizer, output_fit=output_fit,
             target_ratio=target_ratio, sensitivity=sensitivity_path, jobs=jobs,
         )
-        if quiet or as_json or not sys.stderr.isatty():
-            result = api_compress(input_path, output_path, options)
-        else:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            with Progress(TextColumn("compressing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TextColumn("{task.description}"), console=_console(stderr=True), transient=True) as bar:
-                task = bar.add_task("", total=None)
-
-                def progress(name, done, total):
-                    bar.update(task, completed=done, total=total, description=name)
-
-                result = api_compress(input_path, output_path, options, progress=progress)
+        result = _with_progress(lambda progress: api_compress(input_path, output_path, options, progress=progress),
+                                "compressing", quiet, bar=not as_json)
         if as_json:
             click.echo(json.dumps(result.report))
         else:
@@ -242,10 +231,28 @@ def report(model_path, as_json):
     _run(body)
 
 
-def _with_progress(fn, label: str, quiet: bool):
-    """Run fn(progress) under a progress bar on a terminal, plainly otherwise."""
-    if quiet or not sys.stderr.isatty():
+PLAIN_PROGRESS_SECONDS = 30.0
+
+
+def _with_progress(fn, label: str, quiet: bool, bar: bool = True):
+    """Run fn(progress) under a progress bar on a terminal; elsewhere (a log, a pipe, CI; or bar=False) with
+    a plain line on stderr every PLAIN_PROGRESS_SECONDS, so that a long run in a log still shows that it
+    moves and how far it is; nothing with `quiet`."""
+    if quiet:
         return fn(None)
+    if not (bar and sys.stderr.isatty()):
+        import time
+
+        start = last = time.monotonic()
+
+        def plain(name, done, total):
+            nonlocal last
+            now = time.monotonic()
+            if now - last >= PLAIN_PROGRESS_SECONDS and done < total:
+                last = now
+                click.echo(f"{label}: {done}/{total} {name} ({now - start:.0f} s)", err=True)
+
+        return fn(plain)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -74,6 +74,32 @@ def test_stats_accumulate_in_batches():
     np.testing.assert_allclose(one.cc, x.T @ x, rtol=0, atol=1e-6 * np.abs(one.cc).max())
 
 
+def test_inputs_that_barely_vary_still_give_a_solvable_problem():
+    """Inputs whose variance is ~1e-6 of their squared mean (as global-average-pooled features of noise
+    images): the float32 products' rounding outweighs the ridge and leaves the centred moments indefinite
+    (ResNet-style's classifier with random calibration images failed with LinAlgError). The problem must
+    still be solved, and the refit must still do its job."""
+    rng = np.random.default_rng(0)
+    k, n = 64, 256
+    x = (rng.uniform(0.2, 0.55, k) + 1e-3 * rng.standard_normal((n, k)) @ (rng.standard_normal((k, k)) / 8))
+    x = x.astype(np.float32)
+    st = LayerStats(k)
+    st.add(x, x)
+    h, _ = st.moments()
+    assert np.linalg.eigvalsh(h)[0] < -0.1 * np.diag(h).mean()  # the case: rounding beyond the 1% ridge
+    w = rng.standard_normal((10, k)).astype(np.float32)
+    b = rng.standard_normal(10).astype(np.float32)
+    p = refit_problem(w, b, st)
+    assert np.linalg.eigvalsh(p.h)[0] > 0
+    rec = prune_reconstruct(p, 0.5)
+    q = quantize_gptq(p, rec, 4)
+    wq = _dense(q, w)
+    assert np.isfinite(rec.weight).all() and np.isfinite(wq).all() and np.isfinite(q.bias).all()
+    xd = x.astype(np.float64)
+    magnitude = compress_tensor(w, 0.5, 8, 8).dense  # no refit: the bias cannot absorb the pruned means
+    assert _err(xd, w, b, wq, q.bias) < 1e-3 * _err(xd, w, b, magnitude, b)
+
+
 def test_no_pruning_reproduces_the_layer():
     x = _correlated()
     w = np.random.default_rng(1).standard_normal((12, 40)).astype(np.float32)
@@ -314,6 +340,29 @@ def test_sensitivity_json(tmp_path):
         err = {p["sparsity"]: p["output_error"] for p in points if p["layer"] == layer and p["bits"] == 5}
         assert err[0.9] > err[0.5]  # pruning harder hurts more
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_off_a_terminal_long_runs_print_plain_progress_lines(tmp_path, monkeypatch):
+    """In a log (stderr not a terminal) there is no bar, but a long run still says how far it is: one line
+    every PLAIN_PROGRESS_SECONDS (0 here: every step), never on stdout, none with -q."""
+    import onnx_dc.cli as cli
+
+    monkeypatch.setattr(cli, "PLAIN_PROGRESS_SECONDS", 0.0)
+    model = builders.mlp((64, 48, 32, 10))
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz", n=200)
+    args = ["sensitivity", src, "--calibration", str(tmp_path / "cal.npz"), "--sparsities", "0.5,0.9", "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    lines = r.stderr.splitlines()
+    assert lines and all(line.startswith("analysing: ") for line in lines), r.stderr
+    assert any("/18 fc2.weight keep 10%" in line for line in lines), r.stderr
+    assert json.loads(r.stdout)["points"]
+    assert CliRunner().invoke(main, args + ["-q"]).stderr == ""
+    r = CliRunner().invoke(main, ["compress", src, "-o", str(tmp_path / "out.onnx"), "--calibration",
+                                  str(tmp_path / "cal.npz"), "--min-weights", "16"])
+    assert r.exit_code == 0, r.output
+    assert any(line.startswith("compressing: ") and "fc2.weight" in line for line in r.stderr.splitlines()), r.stderr
 
 
 def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):

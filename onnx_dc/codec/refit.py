@@ -76,13 +76,21 @@ class LayerStats:
         return h, c
 
 
-def _damped(h: np.ndarray, ridge: float) -> np.ndarray:
-    """H plus a ridge of `ridge` × mean diagonal (dead inputs get a unit diagonal): always positive definite."""
+def _damped(h: np.ndarray, ridge: float) -> tuple[np.ndarray, tuple]:
+    """H plus a ridge of `ridge` × mean diagonal (dead inputs get a unit diagonal), and its Cholesky factor.
+    A covariance is positive semi-definite, but the float32 products of LayerStats.add are not exact: an
+    input that barely varies (its variance ~1e-6 of its squared mean, e.g. global-average-pooled features
+    of noise images) gets centred moments whose rounding outweighs the ridge, and H comes out indefinite.
+    Then the spectrum is lifted so that its smallest eigenvalue is the ridge."""
     d = np.diag(h).copy()
     scale = d.mean() if d.size and d.mean() > 0 else 1.0
     out = h.copy()
     out[np.diag_indices_from(out)] = np.where(d > 0, d, scale) + ridge * scale
-    return out
+    try:
+        return out, scipy.linalg.cho_factor(out)
+    except np.linalg.LinAlgError:
+        out[np.diag_indices_from(out)] += ridge * scale - np.linalg.eigvalsh(out)[0]
+        return out, scipy.linalg.cho_factor(out)
 
 
 @dataclass
@@ -112,9 +120,9 @@ def refit_problem(weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats
     w = np.asarray(weight, dtype=np.float64)
     b = np.zeros(w.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
     h_raw, c = stats.moments(free_bias)
-    h = _damped(h_raw, ridge)
+    h, factor = _damped(h_raw, ridge)
     g = w @ c.T
-    hinv = scipy.linalg.cho_solve(scipy.linalg.cho_factor(h), np.eye(w.shape[1]))
+    hinv = scipy.linalg.cho_solve(factor, np.eye(w.shape[1]))
     return RefitProblem(w, ridge, b, stats, free_bias, h, g, hinv, g @ hinv)
 
 
