@@ -105,12 +105,13 @@ def compress(
 
 
 def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, base_dir=None,
-           fit_cache=None):
-    """The compressed model (not yet saved) and every layer left alone with its reason."""
+           fit_cache=None, feeds=None):
+    """The compressed model (not yet saved) and every layer left alone with its reason. `feeds`: the
+    calibration arrays when the caller has them loaded already (else read from options.calibration)."""
     skipped = list(skipped)
     payloads = {}
     compressed = []
-    for layer, payload in _compress_layers(model, layers, options, progress, fit_cache):
+    for layer, payload in _compress_layers(model, layers, options, progress, fit_cache, feeds):
         if isinstance(payload, str):
             skipped.append(Skipped(layer.weight_name, layer.op_label, payload))
             continue
@@ -153,8 +154,9 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
 
     if not options.calibration:
         raise ConfigError("--target-ratio needs --calibration data to measure each layer's sensitivity")
+    # Loaded once: every try below fits on them again.
+    feeds, _ = load_data(options.calibration, model)
     if sens is None:
-        feeds, _ = load_data(options.calibration, model)
         if options.sensitivity:
             from .analysis_file import load_analysis
 
@@ -172,7 +174,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
             break  # eight tries refine a result that fits; up to eight more look for one that fits at all
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
-                                        original_bytes, fit_cache=fit_cache)
+                                        original_bytes, fit_cache=fit_cache, feeds=feeds)
         size = new_model.ByteSize()
         if size <= target_bytes:
             passed = budget if passed is None else max(passed, budget)
@@ -197,7 +199,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     return best
 
 
-def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None):
+def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None, feeds=None):
     """(layer, payload bytes or the reason it could not be compressed) for each layer, in order.
 
     Data-free layers are independent: with `options.jobs` > 1 they run in a process pool (each worker
@@ -211,7 +213,8 @@ def _compress_layers(model, layers, options: CompressOptions, progress, fit_cach
         from .calibrated import compress_calibrated
         from .evaluate import load_data
 
-        feeds, _ = load_data(options.calibration, model)
+        if feeds is None:
+            feeds, _ = load_data(options.calibration, model)
         fit = [i for i, layer in enumerate(layers) if layer.kind in SENSITIVITY_KINDS]
         fitted = compress_calibrated(model, [layers[i] for i in fit], [policies[i] for i in fit], feeds,
                                      init=options.init, seed=options.seed, huffman=options.huffman,

@@ -279,6 +279,25 @@ def test_sensitivity_in_worker_processes_equals_the_serial_one(tmp_path):
         assert runs[0] == runs[1] and len(runs[0]) >= 1 and all(len(s.points) == 6 for s in runs[0])
 
 
+def test_target_ratio_reads_the_calibration_file_once(tmp_path, monkeypatch):
+    """The --target-ratio search builds the file several times; the calibration arrays are read once."""
+    import onnx_dc.evaluate
+
+    model = builders.mlp((64, 48, 32, 10))
+    src = builders.save(model, tmp_path / "in.onnx")
+    _calibration(model, tmp_path / "cal.npz")
+    reads = []
+    load = onnx_dc.evaluate.load_data
+    monkeypatch.setattr(onnx_dc.evaluate, "load_data", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    tries = []
+    build = onnx_dc.api._build
+    monkeypatch.setattr(onnx_dc.api, "_build", lambda *a, **k: tries.append(1) or build(*a, **k))
+    onnx_dc.compress(src, tmp_path / "out.onnx", CompressOptions(calibration=str(tmp_path / "cal.npz"),
+                                                                 target_ratio=7, min_weights=16))
+    assert len(tries) >= 2, "the search should need more than one try here"
+    assert reads == [str(tmp_path / "cal.npz")]
+
+
 def test_fit_cache_reuses_unchanged_prefixes_exactly(tmp_path):
     """--target-ratio's tries share a FitCache: a try that changes only a later layer's policy reuses the
     earlier layers' fits and the changed layer's input statistics, and gives byte-identical payloads."""
