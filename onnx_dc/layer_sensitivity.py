@@ -22,6 +22,7 @@ from .graph.decompress import decompress_model
 from .graph.match import Layer
 from .graph.model_io import PROTOBUF_LIMIT, proto_size
 from .graph.rewrite import rewrite
+from .graph.suffix import downstream_cut, sliced
 
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
 DEFAULT_BITS = {"fc": (4, 5, 6), "conv": (6, 7, 8)}
@@ -45,8 +46,13 @@ class LayerSensitivity:
     points: list = field(default_factory=list)
 
 
+EVAL_BATCH = 500  # samples per onnxruntime run
+SUFFIX_MAX_BYTES = 512 << 20  # a layer's cut tensors (all evaluation samples) above this: run whole models
+
+
 def _outputs(sess, feeds) -> np.ndarray:
-    return np.concatenate([sess.run(None, b)[0].reshape(len(next(iter(b.values()))), -1) for b in batches(feeds, 500)])
+    return np.concatenate([sess.run(None, b)[0].reshape(len(next(iter(b.values()))), -1)
+                           for b in batches(feeds, EVAL_BATCH)])
 
 
 def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOptions, feeds: dict,
@@ -131,6 +137,35 @@ class _Context:
     labels: np.ndarray | None
     options: CompressOptions
     bits: dict
+    # The last layer's cut (graph.suffix): (weight name, ({tensor: (type, rank)}, [(rows, feeds) per batch]) or
+    # None). One layer at a time: tasks come layer by layer, and cuts can be large.
+    cut: tuple | None = field(default=None, repr=False)
+
+    def cut_for(self, layer: Layer):
+        """The values (per evaluation batch) of the tensors that flow into the graph downstream of `layer`,
+        computed by the original model once per layer; None where running whole models is needed or
+        cheaper (no cut, or its values would take more than SUFFIX_MAX_BYTES)."""
+        if self.cut is None or self.cut[0] != layer.weight_name:
+            self.cut = (layer.weight_name, self._compute_cut(layer))
+        return self.cut[1]
+
+    def _compute_cut(self, layer: Layer):
+        names = downstream_cut(self.model, _layer_nodes(layer))
+        graph_inputs = [vi.name for vi in self.model.graph.input]
+        if names is None or set(names) <= set(graph_inputs):
+            return None  # nothing before the layer to skip
+        computed = [n for n in names if n not in graph_inputs]
+        sess = session(with_outputs(self.model, computed))
+        out, size = [], 0
+        for batch in batches(self.feeds, EVAL_BATCH):
+            values = dict(zip(computed, sess.run(computed, batch)))
+            values.update({n: batch[n] for n in names if n in batch})
+            size += sum(v.nbytes for v in values.values())
+            if size > SUFFIX_MAX_BYTES:
+                return None
+            out.append((len(next(iter(batch.values()))), values))
+        types = {n: (onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.ndim) for n, v in out[0][1].items()}
+        return types, out
 
 
 _WORKER: _Context | None = None
@@ -168,7 +203,16 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
     for b in ctx.bits[layer.kind]:
         packed, new_layer = _compress_one(layer, problem, rec, sparsity, b, ctx.options, kl_rows)
         candidate, _ = rewrite(ctx.model, [new_layer], {layer.weight_name: packed.payload})
-        y = _outputs(session(decompress_model(candidate).SerializeToString()), ctx.feeds)
+        candidate = decompress_model(candidate)
+        cut = ctx.cut_for(layer)
+        if cut is None:
+            y = _outputs(session(candidate.SerializeToString()), ctx.feeds)
+        else:  # only the graph from the layer on, fed with the original's values there
+            types, cut_batches = cut
+            sess = session(sliced(candidate, types).SerializeToString())
+            wanted = {i.name for i in sess.get_inputs()}
+            y = np.concatenate([sess.run(None, {n: v for n, v in values.items() if n in wanted})[0].reshape(rows, -1)
+                                for rows, values in cut_batches])
         point = Point(sparsity, b, len(packed.payload),
                       float(((y.astype(np.float64) - ctx.reference) ** 2).sum() / ctx.energy),
                       float((y.argmax(1) == ctx.top).mean()))
@@ -176,6 +220,13 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
             point.accuracy = float((y.argmax(1) == ctx.labels).mean())
         out.append(point)
     return out
+
+
+def _layer_nodes(layer: Layer) -> list:
+    """The graph nodes a layer's compression replaces."""
+    if layer.kind != "fc":
+        return list(layer.uses)
+    return [u.node for u in layer.uses] + [u.add_node for u in layer.uses if u.add_node is not None]
 
 
 def _kl_layers(layers, options: CompressOptions, downstream) -> set[str]:

@@ -424,6 +424,7 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
     monkeypatch.setattr(api, "_build", lambda *a, **k: (_Sized(next(sizes)), []))
     monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", lambda sens, budget: {})
     monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: options)
+    monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
     model, _, _ = api._build_to_ratio(None, [], [], opts, None, 10_000, sens=[])
     assert model.ByteSize() == 990
@@ -476,6 +477,7 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
     monkeypatch.setattr(api, "_build", build)
     monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", choose)
     monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: chosen["w"].payload_bytes)
+    monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
     model, _, chosen = api._build_to_ratio(None, [SimpleNamespace(nbytes=10_000)], [], opts, None, 10_000, sens=[])
     assert model.ByteSize() == 910 and chosen["w"].payload_bytes == 800

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from .match import Layer, _attr
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
-    """The model, serialised, with `names` added to its outputs (types left open)."""
+    """The model, serialised, with `names` added to its outputs, their types left for onnxruntime to infer
+    (a value crossing into the rest of the graph may be an integer tensor)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     existing = {o.name for o in m.graph.output}
     for name in names:
         if name not in existing:
-            m.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            m.graph.output.append(onnx.ValueInfoProto(name=name))
             existing.add(name)
     return m.SerializeToString()
 
