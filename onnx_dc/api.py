@@ -86,12 +86,6 @@ def compress(
     original_bytes = model_bytes_on_disk(input_path)
     model, _ = fold_constant_chains(model, base_dir)
     layers, skipped = find_layers(model, options.min_weights, base_dir, options.kinds)
-    if options.target_ratio:
-        # The sensitivity analysis and the budget search cover fully-connected and conv layers.
-        skipped = skipped + [Skipped(layer.weight_name, layer.op_label,
-                                     f"{layer.kind} tensors are not compressed with --target-ratio")
-                             for layer in layers if layer.kind not in SENSITIVITY_KINDS]
-        layers = [layer for layer in layers if layer.kind in SENSITIVITY_KINDS]
     _check_override_names(options, layers, skipped)
     policy = None
     if options.target_ratio:
@@ -105,13 +99,14 @@ def compress(
 
 
 def _build(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, base_dir=None,
-           fit_cache=None, feeds=None):
+           fit_cache=None, feeds=None, payloads_done=None):
     """The compressed model (not yet saved) and every layer left alone with its reason. `feeds`: the
-    calibration arrays when the caller has them loaded already (else read from options.calibration)."""
+    calibration arrays when the caller has them loaded already (else read from options.calibration);
+    `payloads_done`: data-free layers' payloads (or reasons) already made with these options."""
     skipped = list(skipped)
     payloads = {}
     compressed = []
-    for layer, payload in _compress_layers(model, layers, options, progress, fit_cache, feeds):
+    for layer, payload in _compress_layers(model, layers, options, progress, fit_cache, feeds, payloads_done):
         if isinstance(payload, str):
             skipped.append(Skipped(layer.weight_name, layer.op_label, payload))
             continue
@@ -147,25 +142,47 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
 
 def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, sens=None):
     """Pick per-layer sparsity and bits from the sensitivity analysis so that the file is at least
-    `target_ratio` times smaller, at the least output error; returns the model and the chosen policy."""
+    `target_ratio` times smaller, at the least output error; returns the model and the chosen policy.
+    The analysis covers the fully-connected and conv layers; the other kinds (embedding tables, other
+    constants) are compressed data-free with their --sparsity/--bits, once, and their payloads count as a
+    fixed part of the file."""
     from .calibrated import FitCache
     from .evaluate import load_data
     from .layer_sensitivity import analyse, choose_policy, policy_options
 
     if not options.calibration:
         raise ConfigError("--target-ratio needs --calibration data to measure each layer's sensitivity")
+    tuned = [layer for layer in layers if layer.kind in SENSITIVITY_KINDS]
+    if not tuned:
+        raise ConfigError("--target-ratio chooses settings for fully-connected and conv layers; the model has none "
+                          "(compress it with --sparsity/--bits instead)")
     # Loaded once: every try below fits on them again.
     feeds, _ = load_data(options.calibration, model)
-    if sens is None:
-        if options.sensitivity:
-            from .analysis_file import load_analysis
+    if sens is None and options.sensitivity:
+        from .analysis_file import load_analysis
 
-            sens = load_analysis(options.sensitivity, model, feeds, options, layers)
-        else:
-            sens = analyse(model, layers, options, feeds, progress=progress, jobs=options.jobs)
+        sens = load_analysis(options.sensitivity, model, feeds, options, tuned)
     target_bytes = original_bytes / options.target_ratio
-    # What the file holds besides the payloads: everything but the compressed weights, plus metadata.
-    budget = target_bytes - (original_bytes - sum(layer.nbytes for layer in layers)) - 64 - 128 * len(layers)
+    fixed = {layer.weight_name: _payload_of(layer.source, _policy(layer, options), options.init, options.seed,
+                                            options.huffman)
+             for layer in layers if layer.kind not in SENSITIVITY_KINDS}
+    # What the file holds besides the tuned payloads: the graph and the tensors left alone, the other kinds'
+    # payloads (or their weights, where compressing does not pay), metadata. Checked before the analysis,
+    # the long part (after a saved one is checked: a mismatch is the first thing to say).
+    fixed_bytes = sum(len(fixed[layer.weight_name]) if isinstance(fixed[layer.weight_name], bytes)
+                      and len(fixed[layer.weight_name]) < layer.nbytes else layer.nbytes
+                      for layer in layers if layer.weight_name in fixed)
+    rest = original_bytes - sum(layer.nbytes for layer in layers) + fixed_bytes + 64 + 128 * len(layers)
+    if rest >= target_bytes:
+        raise ConfigError(
+            f"--target-ratio {options.target_ratio:g}: the file may hold {int(target_bytes):,} bytes, but what "
+            f"--target-ratio does not choose settings for already takes {rest:,} (graph, small tensors"
+            + (f", {len(fixed)} embedding/other tensors compressed with their --sparsity/--bits" if fixed else "")
+            + f"); at most about {original_bytes / rest:.1f}x is reachable"
+            + (": prune or quantize those harder (--sparsity/--bits emb=…,other=…)" if fixed else ""))
+    if sens is None:
+        sens = analyse(model, tuned, options, feeds, progress=progress, jobs=options.jobs)
+    budget = target_bytes - rest
     best = None
     passed = failed = None  # the largest budget known to fit the target, the smallest known not to
     fit_cache = FitCache()  # the tries differ only in per-layer policies: unchanged prefixes are not refitted
@@ -174,7 +191,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
             break  # eight tries refine a result that fits; up to eight more look for one that fits at all
         chosen = choose_policy(sens, budget)
         new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
-                                        original_bytes, fit_cache=fit_cache, feeds=feeds)
+                                        original_bytes, fit_cache=fit_cache, feeds=feeds, payloads_done=fixed)
         size = new_model.ByteSize()
         if size <= target_bytes:
             passed = budget if passed is None else max(passed, budget)
@@ -199,7 +216,8 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     return best
 
 
-def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None, feeds=None):
+def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None, feeds=None,
+                     payloads_done=None):
     """(layer, payload bytes or the reason it could not be compressed) for each layer, in order.
 
     Data-free layers are independent: with `options.jobs` > 1 they run in a process pool (each worker
@@ -224,10 +242,13 @@ def _compress_layers(model, layers, options: CompressOptions, progress, fit_cach
         fitted_at = {i: (f.layer, f.packed.payload) for i, f in zip(fit, fitted)}
         if len(fitted_at) == len(layers):
             return [fitted_at[i] for i in range(len(layers))]
-    tasks = [(layer.source, policy, options.init, options.seed, options.huffman) if i not in fitted_at else None
+    done_before = payloads_done or {}
+    results: list = [done_before.get(layer.weight_name) if i not in fitted_at else None
+                     for i, layer in enumerate(layers)]
+    tasks = [(layer.source, policy, options.init, options.seed, options.huffman)
+             if i not in fitted_at and results[i] is None else None
              for i, (layer, policy) in enumerate(zip(layers, policies))]
-    results: list = [None] * len(layers)
-    if options.jobs > 1 and len(layers) > 1:
+    if options.jobs > 1 and sum(task is not None for task in tasks) > 1:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(max_workers=min(options.jobs, len(layers))) as pool:

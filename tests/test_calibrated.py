@@ -1,4 +1,5 @@
 """Data-aware compression: the refit math (numpy) and the calibrated pipeline on small models."""
+import dataclasses
 import json
 
 import numpy as np
@@ -279,6 +280,30 @@ def test_sensitivity_in_worker_processes_equals_the_serial_one(tmp_path):
         assert runs[0] == runs[1] and len(runs[0]) >= 1 and all(len(s.points) == 6 for s in runs[0])
 
 
+def test_target_ratio_compresses_embeddings_with_their_own_settings(tmp_path, monkeypatch):
+    """--target-ratio chooses settings for fc/conv layers; an embedding table (or other constant) is still
+    compressed, with its --sparsity/--bits, and counts as a fixed part of the file. A target that part
+    alone rules out is refused at once (before the long analysis), saying what is reachable."""
+    import onnx_dc.layer_sensitivity
+
+    src = builders.save(builders.embedding(), tmp_path / "in.onnx")
+    np.savez(tmp_path / "cal.npz", ids=np.random.default_rng(0).integers(0, 300, (200, 4)))
+    opts = CompressOptions(calibration=str(tmp_path / "cal.npz"), target_ratio=4, min_weights=16)
+    result = onnx_dc.compress(src, tmp_path / "out.onnx", opts)
+    assert result.report["file"]["ratio"] >= 4
+    assert [layer["name"] for layer in result.report["layers"]] == ["table", "W"] and set(result.policy) == {"W"}
+    table = next(layer for layer in result.report["layers"] if layer["name"] == "table")
+    assert table["kept_pct"] == pytest.approx(50, abs=1)  # the emb default: keep 50%
+
+    def no_analysis(*a, **k):
+        raise AssertionError("the analysis ran")
+
+    monkeypatch.setattr(onnx_dc.layer_sensitivity, "analyse", no_analysis)
+    with pytest.raises(onnx_dc.ConfigError, match=r"--target-ratio 30: .* at most about 5\.\dx is reachable"):
+        onnx_dc.compress(src, tmp_path / "far.onnx", dataclasses.replace(opts, target_ratio=30))
+    assert not (tmp_path / "far.onnx").exists()
+
+
 def test_target_ratio_reads_the_calibration_file_once(tmp_path, monkeypatch):
     """The --target-ratio search builds the file several times; the calibration arrays are read once."""
     import onnx_dc.evaluate
@@ -418,6 +443,8 @@ def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
 def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
     """A try within 2% of the target but above it does not fit: the search goes on (it used to stop and
     report failure, e.g. 44.7x for --target-ratio 45)."""
+    from types import SimpleNamespace
+
     from onnx_dc import api
 
     sizes = iter([1010, 1005, 990, 995])  # bytes; the target is 1,000
@@ -426,7 +453,8 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
     monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: options)
     monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
-    model, _, _ = api._build_to_ratio(None, [], [], opts, None, 10_000, sens=[])
+    layer = SimpleNamespace(kind="fc", nbytes=10_000, weight_name="w")
+    model, _, _ = api._build_to_ratio(None, [layer], [], opts, None, 10_000, sens=[])
     assert model.ByteSize() == 990
 
 
@@ -479,6 +507,7 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
     monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: chosen["w"].payload_bytes)
     monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
-    model, _, chosen = api._build_to_ratio(None, [SimpleNamespace(nbytes=10_000)], [], opts, None, 10_000, sens=[])
+    layer = SimpleNamespace(kind="fc", nbytes=10_000, weight_name="w")
+    model, _, chosen = api._build_to_ratio(None, [layer], [], opts, None, 10_000, sens=[])
     assert model.ByteSize() == 910 and chosen["w"].payload_bytes == 800
     assert len(built) <= 8
