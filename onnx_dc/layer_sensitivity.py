@@ -1,7 +1,8 @@
 """Per-layer sensitivity to pruning and quantization, and the automatic per-layer policy built on it.
 
 Each layer is compressed *alone* at each candidate setting and the whole model is run on calibration
-data: the output error it causes (relative squared error of the model's outputs, and top-1 agreement) is
+data: the output error it causes (relative squared error of each floating-point output of the model,
+averaged over them; and top-1 agreement on the first) is
 that setting's cost; its payload size is the price. A target file-size ratio is then met at the least
 total error by a Lagrangian choice over the layers (errors of different layers add up, roughly).
 """
@@ -33,7 +34,7 @@ class Point:
     sparsity: float
     bits: int
     payload_bytes: int
-    output_error: float  # E‖Δy‖² / E‖y‖² over the model's outputs
+    output_error: float  # E‖Δy‖² / E‖y‖², averaged over the model's floating-point outputs
     agreement: float  # top-1 agreement with the original model
     accuracy: float | None = None
 
@@ -47,12 +48,15 @@ class LayerSensitivity:
 
 
 EVAL_BATCH = 500  # samples per onnxruntime run
+_FLOAT_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bfloat16)")
 SUFFIX_MAX_BYTES = 512 << 20  # a layer's cut tensors (all evaluation samples) above this: run whole models
 
 
-def _outputs(sess, feeds) -> np.ndarray:
-    return np.concatenate([sess.run(None, b)[0].reshape(len(next(iter(b.values()))), -1)
-                           for b in batches(feeds, EVAL_BATCH)])
+def _outputs(sess, feeds, names: list[str]) -> dict[str, np.ndarray]:
+    """The model outputs `names` on all of `feeds`, each as [samples, values]."""
+    runs = [(len(next(iter(b.values()))), sess.run(names, b)) for b in batches(feeds, EVAL_BATCH)]
+    return {name: np.concatenate([values[i].reshape(rows, -1) for rows, values in runs])
+            for i, name in enumerate(names)}
 
 
 def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOptions, feeds: dict,
@@ -69,9 +73,16 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     bits = bits or DEFAULT_BITS
     calib = feeds
     feeds = eval_feeds if eval_feeds is not None else feeds
-    reference = _outputs(session(model.SerializeToString()), feeds)
-    energy = float((reference.astype(np.float64) ** 2).sum()) or 1.0
-    top = reference.argmax(1)
+    # Every floating-point output is measured (a detector's boxes and scores alike); top-1 agreement and
+    # accuracy are read from the first.
+    sess = session(model.SerializeToString())
+    measured = [o.name for o in sess.get_outputs() if o.type in _FLOAT_TYPES]
+    if not measured:
+        raise ConfigError("the model has no floating-point output to measure the compression error on "
+                          f"(outputs: {', '.join(f'{o.name} {o.type}' for o in sess.get_outputs())})")
+    reference = _outputs(sess, feeds, measured)
+    energy = {name: float((ref.astype(np.float64) ** 2).sum()) or 1.0 for name, ref in reference.items()}
+    top = reference[measured[0]].argmax(1)
     from .calibrated import _downstream, _row_weight
 
     downstream = _downstream(model, layers) if options.calibration else [(None, False)] * len(layers)
@@ -131,14 +142,15 @@ class _Context:
     """What every candidate needs besides its layer: the model, the evaluation data and its reference."""
     model: onnx.ModelProto  # serialized (bytes) on its way to a worker process
     feeds: dict
-    reference: np.ndarray
-    energy: float
+    reference: dict  # output name → [samples, values], the measured (floating-point) outputs in model order
+    energy: dict
     top: np.ndarray
     labels: np.ndarray | None
     options: CompressOptions
     bits: dict
-    # The last layer's cut (graph.suffix): (weight name, ({tensor: (type, rank)}, [(rows, feeds) per batch]) or
-    # None). One layer at a time: tasks come layer by layer, and cuts can be large.
+    # The last layer's cut (graph.suffix): (weight name, ({tensor: (type, rank)}, [(rows, feeds) per batch],
+    # measured outputs downstream) or None). One layer at a time: tasks come layer by layer, and cuts can be
+    # large.
     cut: tuple | None = field(default=None, repr=False)
 
     def cut_for(self, layer: Layer):
@@ -150,10 +162,11 @@ class _Context:
         return self.cut[1]
 
     def _compute_cut(self, layer: Layer):
-        names = downstream_cut(self.model, _layer_nodes(layer))
+        found = downstream_cut(self.model, _layer_nodes(layer))
         graph_inputs = [vi.name for vi in self.model.graph.input]
-        if names is None or set(names) <= set(graph_inputs):
+        if found is None or set(found[0]) <= set(graph_inputs):
             return None  # nothing before the layer to skip
+        names, outputs = found
         computed = [n for n in names if n not in graph_inputs]
         sess = session(with_outputs(self.model, computed))
         out, size = [], 0
@@ -165,7 +178,7 @@ class _Context:
                 return None
             out.append((len(next(iter(batch.values()))), values))
         types = {n: (onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.ndim) for n, v in out[0][1].items()}
-        return types, out
+        return types, out, [name for name in self.reference if name in outputs]
 
 
 _WORKER: _Context | None = None
@@ -205,19 +218,25 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
         candidate, _ = rewrite(ctx.model, [new_layer], {layer.weight_name: packed.payload})
         candidate = decompress_model(candidate)
         cut = ctx.cut_for(layer)
+        names = list(ctx.reference)
         if cut is None:
-            y = _outputs(session(candidate.SerializeToString()), ctx.feeds)
+            y = _outputs(session(candidate.SerializeToString()), ctx.feeds, names)
         else:  # only the graph from the layer on, fed with the original's values there
-            types, cut_batches = cut
-            sess = session(sliced(candidate, types).SerializeToString())
-            wanted = {i.name for i in sess.get_inputs()}
-            y = np.concatenate([sess.run(None, {n: v for n, v in values.items() if n in wanted})[0].reshape(rows, -1)
-                                for rows, values in cut_batches])
-        point = Point(sparsity, b, len(packed.payload),
-                      float(((y.astype(np.float64) - ctx.reference) ** 2).sum() / ctx.energy),
-                      float((y.argmax(1) == ctx.top).mean()))
+            types, cut_batches, changed = cut
+            y = dict(ctx.reference)  # outputs the layer does not reach are the original's
+            if changed:
+                sess = session(sliced(candidate, types, changed).SerializeToString())
+                wanted = {i.name for i in sess.get_inputs()}
+                runs = [(rows, sess.run(changed, {n: v for n, v in values.items() if n in wanted}))
+                        for rows, values in cut_batches]
+                y.update({name: np.concatenate([values[i].reshape(rows, -1) for rows, values in runs])
+                          for i, name in enumerate(changed)})
+        # The mean over outputs of each one's relative squared error (one output: E‖Δy‖² / E‖y‖²).
+        error = np.mean([((y[n].astype(np.float64) - ctx.reference[n]) ** 2).sum() / ctx.energy[n] for n in names])
+        first = y[names[0]].argmax(1)
+        point = Point(sparsity, b, len(packed.payload), float(error), float((first == ctx.top).mean()))
         if ctx.labels is not None:
-            point.accuracy = float((y.argmax(1) == ctx.labels).mean())
+            point.accuracy = float((first == ctx.labels).mean())
         out.append(point)
     return out
 

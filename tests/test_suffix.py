@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import builders
@@ -33,12 +34,15 @@ def _node(model, name):
 
 def test_the_cut_is_every_tensor_that_flows_into_the_rest():
     model = _residual()
-    # From mm1 on: mm1, add, mm2 read `a` (twice: the skip connection too), computed before; weights are not cut.
-    assert downstream_cut(model, [_node(model, "mm1")]) == ["a"]
-    assert downstream_cut(model, [_node(model, "mm2")]) == ["c"]
-    assert downstream_cut(model, [_node(model, "relu")]) == ["x"]  # the first node: the graph input
-    # A node the first output does not depend on: no cut (the candidate's error is not in that output).
-    assert downstream_cut(model, [_node(model, "side")]) is None
+    # From mm1 on: mm1, add, mm2 read `a` (twice: the skip connection too), computed before; weights are not
+    # cut; of the outputs only y is downstream.
+    assert downstream_cut(model, [_node(model, "mm1")]) == (["a"], ["y"])
+    assert downstream_cut(model, [_node(model, "mm2")]) == (["c"], ["y"])
+    assert downstream_cut(model, [_node(model, "relu")]) == (["x"], ["y", "d"])  # the first node: the graph input
+    assert downstream_cut(model, [_node(model, "side")]) == (["a"], ["d"])
+    # A node no output depends on: nothing to run.
+    model.graph.node.append(helper.make_node("Relu", ["a"], ["unused"], name="dead"))
+    assert downstream_cut(model, [_node(model, "dead")]) is None
 
 
 def test_a_graph_with_subgraphs_is_never_cut():
@@ -54,7 +58,7 @@ def test_the_slice_computes_the_first_output_from_the_cut():
     model = _residual()
     x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
     y, = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["y"], {"x": x})
-    part = sliced(model, {"a": (TensorProto.FLOAT, 2)})
+    part = sliced(model, {"a": (TensorProto.FLOAT, 2)}, ["y"])
     onnx.checker.check_model(part)
     assert [n.name for n in part.graph.node] == ["mm1", "add", "mm2"]  # not relu, not the side branch
     assert [t.name for t in part.graph.initializer] == ["W1", "W2"]
@@ -90,3 +94,52 @@ def test_analysis_on_slices_equals_analysis_on_whole_models(tmp_path, monkeypatc
             [(p.sparsity, p.bits, p.payload_bytes) for p in b.points]
         np.testing.assert_allclose([p.output_error for p in a.points], [p.output_error for p in b.points], rtol=1e-5)
         assert [p.agreement for p in a.points] == [p.agreement for p in b.points]
+
+
+def _two_heads():
+    """x → fc1 → Relu → h; two outputs: scores = fc2(h) and boxes = fc3(h) (a detector's two heads)."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32), name)
+             for name, shape in (("fc1.weight", (48, 64)), ("fc2.weight", (10, 48)), ("fc3.weight", (16, 48)))]
+    nodes = [helper.make_node("Gemm", ["x", "fc1.weight"], ["h0"], transB=1, name="fc1"),
+             helper.make_node("Relu", ["h0"], ["h"]),
+             helper.make_node("Gemm", ["h", "fc2.weight"], ["scores"], transB=1, name="fc2"),
+             helper.make_node("Gemm", ["h", "fc3.weight"], ["boxes"], transB=1, name="fc3")]
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 10]),
+                               helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 16])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_every_float_output_is_measured(tmp_path, monkeypatch):
+    """A layer that only the second output reads still costs error (only the first output was measured
+    once: fc3 looked free to prune); on slices and on whole models alike."""
+    model = _two_heads()
+    src = builders.save(model, tmp_path / "in.onnx")
+    builders.calibration(model, tmp_path / "cal.npz", n=300)
+
+    def errors():
+        sens = onnx_dc.sensitivity(src, str(tmp_path / "cal.npz"), sparsities=(0.0, 0.9),
+                                   options=CompressOptions(min_weights=16))
+        return {s.name: {p.sparsity: p.output_error for p in s.points if p.bits == 5} for s in sens}
+
+    on_slices = errors()
+    assert on_slices["fc3.weight"][0.9] > 10 * on_slices["fc3.weight"][0.0] > 0
+    assert on_slices["fc2.weight"][0.9] > 10 * on_slices["fc2.weight"][0.0] > 0
+    monkeypatch.setattr(layer_sensitivity, "SUFFIX_MAX_BYTES", 0)
+    whole = errors()
+    for name in on_slices:
+        for s in (0.0, 0.9):
+            assert whole[name][s] == pytest.approx(on_slices[name][s], rel=1e-5)
+
+
+def test_a_model_without_float_outputs_is_refused_in_one_line(tmp_path):
+    """Nothing to measure an error on (an exported classifier that returns only class ids)."""
+    model = builders.mlp((64, 48, 32, 10))
+    model.graph.node.append(helper.make_node("ArgMax", [model.graph.output[0].name], ["label"], axis=1))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["N", 1]))
+    src = builders.save(model, tmp_path / "in.onnx")
+    builders.calibration(builders.mlp((64, 48, 32, 10)), tmp_path / "cal.npz", n=100)
+    with pytest.raises(onnx_dc.ConfigError, match=r"no floating-point output .*label tensor\(int64\)"):
+        onnx_dc.sensitivity(src, str(tmp_path / "cal.npz"), sparsities=(0.5,), options=CompressOptions(min_weights=16))

@@ -11,11 +11,12 @@ from onnx import helper
 _SUBGRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
-def downstream_cut(model: onnx.ModelProto, start_nodes) -> list[str] | None:
-    """The tensors that flow into the part of `model` downstream of `start_nodes` (which it includes) from
-    outside it: graph inputs and values computed before, not constants. None when the cut would not help
-    or cannot be trusted: the graph has subgraphs (If/Loop/Scan nodes read outer values without naming
-    them), or the first output does not depend on `start_nodes`."""
+def downstream_cut(model: onnx.ModelProto, start_nodes) -> tuple[list[str], list[str]] | None:
+    """(cut, outputs): the tensors that flow into the part of `model` downstream of `start_nodes` (which it
+    includes) from outside it — graph inputs and values computed before, not constants — and the graph
+    outputs that part computes (the others do not depend on `start_nodes`). None when the cut cannot be
+    trusted or has nothing to run: the graph has subgraphs (If/Loop/Scan nodes read outer values without
+    naming them), or no output depends on `start_nodes`."""
     graph = model.graph
     if any(a.type in _SUBGRAPH_ATTRS for n in graph.node for a in n.attribute):
         return None
@@ -26,25 +27,26 @@ def downstream_cut(model: onnx.ModelProto, start_nodes) -> list[str] | None:
         if id(node) in start or any(i in produced for i in node.input if i):
             inside.append(node)
             produced.update(o for o in node.output if o)
-    if not graph.output or graph.output[0].name not in produced:
+    outputs = [o.name for o in graph.output if o.name in produced]
+    if not outputs:
         return None
     cut: list[str] = []
     for node in inside:
         for name in node.input:
             if name and name not in produced and name not in constants and name not in cut:
                 cut.append(name)
-    return cut
+    return cut, outputs
 
 
-def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]]) -> onnx.ModelProto:
-    """The nodes of `model` that its first output needs, given the tensors `inputs` (name → (ONNX element
-    type, rank); dimensions left open) as the new model's inputs; graph inputs the slice still reads stay
-    inputs. Only the initializers the kept nodes read are copied."""
+def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]], outputs: list[str]) -> onnx.ModelProto:
+    """The nodes of `model` that its graph outputs `outputs` need, given the tensors `inputs` (name → (ONNX
+    element type, rank); dimensions left open) as the new model's inputs; graph inputs the slice still
+    reads stay inputs. Only the initializers the kept nodes read are copied."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output if o}
     constants = {t.name for t in graph.initializer}
     keep, seen, graph_inputs = set(), set(), set()
-    stack = [graph.output[0].name]
+    stack = list(outputs)
     while stack:
         name = stack.pop()
         if not name or name in seen or name in inputs or name in constants:
@@ -61,7 +63,7 @@ def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]]) -> onnx.M
     new_inputs = [helper.make_tensor_value_info(name, elem, [None] * rank) for name, (elem, rank) in inputs.items()
                   if name in read]
     new_inputs += [vi for vi in graph.input if vi.name in graph_inputs]
-    out = helper.make_graph(nodes, graph.name, new_inputs, [graph.output[0]],
+    out = helper.make_graph(nodes, graph.name, new_inputs, [o for o in graph.output if o.name in outputs],
                             [t for t in graph.initializer if t.name in read])
     sliced_model = helper.make_model(out, opset_imports=model.opset_import, ir_version=model.ir_version)
     sliced_model.functions.extend(model.functions)
