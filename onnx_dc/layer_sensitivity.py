@@ -1,9 +1,9 @@
 """Per-layer sensitivity to pruning and quantization, and the automatic per-layer policy built on it.
 
-Each layer is compressed *alone* at each candidate setting and the whole model is run on calibration
-data: the output error it causes (relative squared error of each floating-point output of the model,
-averaged over them; and top-1 agreement on the first) is
-that setting's cost; its payload size is the price. A target file-size ratio is then met at the least
+Each layer is compressed *alone* at each candidate setting and the model is run on calibration data (only
+the part from that layer on: graph/suffix.py): the output error it causes (relative squared error of each
+floating-point output of the model, averaged over them; and top-1 agreement on the first) is that
+setting's cost; its payload size is the price. A target file-size ratio is then met at the least
 total error by a Lagrangian choice over the layers (errors of different layers add up, roughly).
 """
 from __future__ import annotations
