@@ -168,7 +168,7 @@ class _Context:
             return None  # nothing before the layer to skip
         names, outputs = found
         computed = [n for n in names if n not in graph_inputs]
-        sess = session(with_outputs(self.model, computed))
+        sess = session(sliced(self.model, {}, computed).SerializeToString())  # only the part before the cut
         out, size = [], 0
         for batch in batches(self.feeds, EVAL_BATCH):
             values = dict(zip(computed, sess.run(computed, batch)))

@@ -39,9 +39,10 @@ def downstream_cut(model: onnx.ModelProto, start_nodes) -> tuple[list[str], list
 
 
 def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]], outputs: list[str]) -> onnx.ModelProto:
-    """The nodes of `model` that its graph outputs `outputs` need, given the tensors `inputs` (name → (ONNX
+    """The nodes of `model` that the tensors `outputs` need, given the tensors `inputs` (name → (ONNX
     element type, rank); dimensions left open) as the new model's inputs; graph inputs the slice still
-    reads stay inputs. Only the initializers the kept nodes read are copied."""
+    reads stay inputs. An output that is not a graph output gets its type from onnxruntime. Only the
+    initializers the kept nodes read are copied."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output if o}
     constants = {t.name for t in graph.initializer}
@@ -63,7 +64,9 @@ def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]], outputs: 
     new_inputs = [helper.make_tensor_value_info(name, elem, [None] * rank) for name, (elem, rank) in inputs.items()
                   if name in read]
     new_inputs += [vi for vi in graph.input if vi.name in graph_inputs]
-    out = helper.make_graph(nodes, graph.name, new_inputs, [o for o in graph.output if o.name in outputs],
+    declared = {o.name: o for o in graph.output}
+    out = helper.make_graph(nodes, graph.name, new_inputs,
+                            [declared.get(name) or onnx.ValueInfoProto(name=name) for name in outputs],
                             [t for t in graph.initializer if t.name in read])
     sliced_model = helper.make_model(out, opset_imports=model.opset_import, ir_version=model.ir_version)
     sliced_model.functions.extend(model.functions)
