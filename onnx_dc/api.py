@@ -181,7 +181,8 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
             + f"); at most about {original_bytes / rest:.1f}x is reachable"
             + (": prune or quantize those harder (--sparsity/--bits emb=…,other=…)" if fixed else ""))
     if sens is None:
-        sens = analyse(model, tuned, options, feeds, progress=progress, jobs=options.jobs)
+        step = (lambda name, done, total: progress(f"sensitivity analysis: {name}", done, total)) if progress else None
+        sens = analyse(model, tuned, options, feeds, progress=step, jobs=options.jobs)
     budget = target_bytes - rest
     best = None
     passed = failed = None  # the largest budget known to fit the target, the smallest known not to

@@ -1,6 +1,7 @@
 """Data-aware compression: the refit math (numpy) and the calibrated pipeline on small models."""
 import dataclasses
 import json
+import re
 
 import numpy as np
 import onnx
@@ -404,9 +405,13 @@ def test_off_a_terminal_long_runs_print_plain_progress_lines(tmp_path, monkeypat
     assert json.loads(r.stdout)["points"]
     assert CliRunner().invoke(main, args + ["-q"]).stderr == ""
     r = CliRunner().invoke(main, ["compress", src, "-o", str(tmp_path / "out.onnx"), "--calibration",
-                                  str(tmp_path / "cal.npz"), "--min-weights", "16"])
+                                  str(tmp_path / "cal.npz"), "--min-weights", "16", "--target-ratio", "4"])
     assert r.exit_code == 0, r.output
-    assert any(line.startswith("compressing: ") and "fc2.weight" in line for line in r.stderr.splitlines()), r.stderr
+    lines = r.stderr.splitlines()
+    # --target-ratio: the analysis says it is the analysis, then the builds name their layers.
+    assert any(line.startswith("compressing: ") and "/135 sensitivity analysis: fc2.weight keep" in line
+               for line in lines), r.stderr
+    assert any(re.fullmatch(r"compressing: \d/3 fc2\.weight \(\d+ s\)", line) for line in lines), r.stderr
 
 
 def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
