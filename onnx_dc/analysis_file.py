@@ -19,7 +19,9 @@ import onnx
 from .config import CompressOptions, ConfigError
 
 FORMAT = "onnx-dc-sensitivity"
-VERSION = 1
+# 2: a point's output error is averaged over every floating-point output (1: the first output only, which
+# priced a layer that only a later output reads at zero).
+VERSION = 2
 
 
 def model_fingerprint(model: onnx.ModelProto) -> str:
@@ -97,7 +99,8 @@ def load_analysis(path, model: onnx.ModelProto, feeds: dict, options: CompressOp
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ConfigError(f"{where}: not a saved sensitivity analysis (write one with onnx-dc sensitivity --save)")
     if doc.get("version") != VERSION:
-        raise ConfigError(f"{where}: analysis format version {doc.get('version')!r}, this onnx-dc reads {VERSION}")
+        raise ConfigError(f"{where}: analysis format version {doc.get('version')!r}, this onnx-dc reads {VERSION} "
+                          "(write it again with onnx-dc sensitivity --save)")
     if doc.get("model") != model_fingerprint(model):
         raise ConfigError(f"{where}: made for a different model (its graph or weights differ)")
     if doc.get("calibration") != data_fingerprint(feeds):

@@ -63,6 +63,7 @@ REFUSED = [
     ("other output fit", "output_fit 'kl' (this run: 'mse')"),
     ("other min weights", "points for layers this run does not compress"),
     ("not an analysis", "not a saved sensitivity analysis"),
+    ("older version", "analysis format version 1, this onnx-dc reads 2 (write it again with onnx-dc sensitivity"),
     ("not json", "not a readable JSON file"),
     ("missing", "no such file"),
     ("no target ratio", "--sensitivity is used by --target-ratio"),
@@ -88,6 +89,8 @@ def test_a_mismatched_analysis_is_refused_in_one_line(tmp_path, case, message):
         args["min"] = 2000  # fc1 (64x48) alone stays compressible
     elif case == "not an analysis":
         saved.write_text(json.dumps({"points": []}))
+    elif case == "older version":  # its errors measured the first output only
+        saved.write_text(json.dumps({**json.loads(saved.read_text()), "version": 1}))
     elif case == "not json":
         saved.write_bytes(b"\x00\x01 not json")
     elif case == "missing":
