@@ -107,11 +107,8 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
     payloads = {}
     compressed = []
     for layer, payload in _compress_layers(model, layers, options, progress, fit_cache, feeds, payloads_done):
-        if isinstance(payload, str):
-            skipped.append(Skipped(layer.weight_name, layer.op_label, payload))
-            continue
-        if len(payload) >= layer.nbytes:
-            skipped.append(Skipped(layer.weight_name, layer.op_label,
+        if not _payload_kept(layer, payload):
+            skipped.append(Skipped(layer.weight_name, layer.op_label, payload if isinstance(payload, str) else
                                    f"its payload ({len(payload)} B) would not be smaller than the weight "
                                    f"({layer.nbytes} B)"))
             continue
@@ -138,6 +135,12 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
         META_ORIGINAL_BYTES: json.dumps(original_bytes),
     })
     return new_model, skipped
+
+
+def _payload_kept(layer, payload) -> bool:
+    """Whether the file stores this payload for the layer (else its weight stays): it was made (not a reason
+    string) and is smaller than the weight."""
+    return isinstance(payload, bytes) and len(payload) < layer.nbytes
 
 
 def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, original_bytes: int, sens=None):
@@ -169,8 +172,7 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     # What the file holds besides the tuned payloads: the graph and the tensors left alone, the other kinds'
     # payloads (or their weights, where compressing does not pay), metadata. Checked before the analysis,
     # the long part (after a saved one is checked: a mismatch is the first thing to say).
-    fixed_bytes = sum(len(fixed[layer.weight_name]) if isinstance(fixed[layer.weight_name], bytes)
-                      and len(fixed[layer.weight_name]) < layer.nbytes else layer.nbytes
+    fixed_bytes = sum(len(fixed[layer.weight_name]) if _payload_kept(layer, fixed[layer.weight_name]) else layer.nbytes
                       for layer in layers if layer.weight_name in fixed)
     rest = original_bytes - sum(layer.nbytes for layer in layers) + fixed_bytes + 64 + 128 * len(layers)
     if rest >= target_bytes:

@@ -52,10 +52,17 @@ _FLOAT_TYPES = ("tensor(float)", "tensor(double)", "tensor(float16)", "tensor(bf
 SUFFIX_MAX_BYTES = 512 << 20  # a layer's cut tensors (all evaluation samples) above this: run whole models
 
 
-def _outputs(sess, feeds, names: list[str]) -> dict[str, np.ndarray]:
-    """The model outputs `names` on all of `feeds`, each as [samples, values]."""
-    runs = [(len(next(iter(b.values()))), sess.run(names, b)) for b in batches(feeds, EVAL_BATCH)]
-    return {name: np.concatenate([values[i].reshape(rows, -1) for rows, values in runs])
+def _eval_batches(feeds) -> list[tuple[int, dict]]:
+    """The evaluation samples in onnxruntime runs of EVAL_BATCH: (samples, feeds) each."""
+    return [(len(next(iter(b.values()))), b) for b in batches(feeds, EVAL_BATCH)]
+
+
+def _outputs(sess, runs: list[tuple[int, dict]], names: list[str]) -> dict[str, np.ndarray]:
+    """The session's outputs `names` over all `runs` (_eval_batches; feeds the session does not take are
+    left out), each as [samples, values]."""
+    wanted = {i.name for i in sess.get_inputs()}
+    got = [(rows, sess.run(names, {n: v for n, v in feeds.items() if n in wanted})) for rows, feeds in runs]
+    return {name: np.concatenate([values[i].reshape(rows, -1) for rows, values in got])
             for i, name in enumerate(names)}
 
 
@@ -80,7 +87,7 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     if not measured:
         raise ConfigError("the model has no floating-point output to measure the compression error on "
                           f"(outputs: {', '.join(f'{o.name} {o.type}' for o in sess.get_outputs())})")
-    reference = _outputs(sess, feeds, measured)
+    reference = _outputs(sess, _eval_batches(feeds), measured)
     energy = {name: float((ref.astype(np.float64) ** 2).sum()) or 1.0 for name, ref in reference.items()}
     top = reference[measured[0]].argmax(1)
     from .calibrated import _downstream, _row_weight
@@ -162,7 +169,7 @@ class _Context:
         return self.cut[1]
 
     def _compute_cut(self, layer: Layer):
-        found = downstream_cut(self.model, _layer_nodes(layer))
+        found = downstream_cut(self.model, layer.nodes)
         graph_inputs = [vi.name for vi in self.model.graph.input]
         if found is None or set(found[0]) <= set(graph_inputs):
             return None  # nothing before the layer to skip
@@ -170,13 +177,13 @@ class _Context:
         computed = [n for n in names if n not in graph_inputs]
         sess = session(sliced(self.model, {}, computed).SerializeToString())  # only the part before the cut
         out, size = [], 0
-        for batch in batches(self.feeds, EVAL_BATCH):
+        for rows, batch in _eval_batches(self.feeds):
             values = dict(zip(computed, sess.run(computed, batch)))
             values.update({n: batch[n] for n in names if n in batch})
             size += sum(v.nbytes for v in values.values())
             if size > SUFFIX_MAX_BYTES:
                 return None
-            out.append((len(next(iter(batch.values()))), values))
+            out.append((rows, values))
         types = {n: (onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.ndim) for n, v in out[0][1].items()}
         return types, out, [name for name in self.reference if name in outputs]
 
@@ -212,25 +219,21 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
     """The points of one layer at one sparsity: pruned once, then compressed at each bit width and the
     whole model run with that layer alone replaced."""
     rec = _prune(problem, sparsity, ctx.options, row_weight)
+    cut = ctx.cut_for(layer)
+    names = list(ctx.reference)
     out = []
     for b in ctx.bits[layer.kind]:
         packed, new_layer = _compress_one(layer, problem, rec, sparsity, b, ctx.options, kl_rows)
         candidate, _ = rewrite(ctx.model, [new_layer], {layer.weight_name: packed.payload})
         candidate = decompress_model(candidate)
-        cut = ctx.cut_for(layer)
-        names = list(ctx.reference)
         if cut is None:
-            y = _outputs(session(candidate.SerializeToString()), ctx.feeds, names)
+            y = _outputs(session(candidate.SerializeToString()), _eval_batches(ctx.feeds), names)
         else:  # only the graph from the layer on, fed with the original's values there
             types, cut_batches, changed = cut
             y = dict(ctx.reference)  # outputs the layer does not reach are the original's
             if changed:
-                sess = session(sliced(candidate, types, changed).SerializeToString())
-                wanted = {i.name for i in sess.get_inputs()}
-                runs = [(rows, sess.run(changed, {n: v for n, v in values.items() if n in wanted}))
-                        for rows, values in cut_batches]
-                y.update({name: np.concatenate([values[i].reshape(rows, -1) for rows, values in runs])
-                          for i, name in enumerate(changed)})
+                y.update(_outputs(session(sliced(candidate, types, changed).SerializeToString()), cut_batches,
+                                  changed))
         # The mean over outputs of each one's relative squared error (one output: E‖Δy‖² / E‖y‖²).
         error = np.mean([((y[n].astype(np.float64) - ctx.reference[n]) ** 2).sum() / ctx.energy[n] for n in names])
         first = y[names[0]].argmax(1)
@@ -239,13 +242,6 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
             point.accuracy = float((first == ctx.labels).mean())
         out.append(point)
     return out
-
-
-def _layer_nodes(layer: Layer) -> list:
-    """The graph nodes a layer's compression replaces."""
-    if layer.kind != "fc":
-        return list(layer.uses)
-    return [u.node for u in layer.uses] + [u.add_node for u in layer.uses if u.add_node is not None]
 
 
 def _kl_layers(layers, options: CompressOptions, downstream) -> set[str]:

@@ -9,8 +9,7 @@ from .match import Layer, _attr
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
-    """The model, serialised, with `names` added to its outputs, their types left for onnxruntime to infer
-    (a value crossing into the rest of the graph may be an integer tensor)."""
+    """The model, serialised, with `names` added to its outputs, their types left for onnxruntime to infer."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     existing = {o.name for o in m.graph.output}

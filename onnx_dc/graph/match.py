@@ -107,12 +107,16 @@ class Layer:
         return 4 * self.size
 
     @property
+    def nodes(self) -> list[onnx.NodeProto]:
+        """Every graph node the layer's compression replaces (a fused MatMul+Add: both)."""
+        if self.kind != "fc":
+            return list(self.uses)
+        return [u.node for u in self.uses] + [u.add_node for u in self.uses if u.add_node is not None]
+
+    @property
     def names(self) -> set[str]:
         """Names a user may give in per-layer options: the weight and its nodes."""
-        nodes = [u.node for u in self.uses] if self.kind == "fc" else self.uses
-        out = {self.weight_name} | {n.name for n in nodes if n.name}
-        out |= {u.add_node.name for u in self.uses if self.kind == "fc" and u.add_node is not None and u.add_node.name}
-        return out
+        return {self.weight_name} | {n.name for n in self.nodes if n.name}
 
     @property
     def op_label(self) -> str:
