@@ -68,6 +68,27 @@ def test_the_slice_computes_the_first_output_from_the_cut():
     np.testing.assert_array_equal(got, y)
 
 
+def test_a_sparse_initializer_downstream_is_copied_into_the_slice():
+    """A constant stored as a sparse initializer is a constant on both sides: never a cut tensor, and copied
+    into the slice that reads it (the slice used to ask for it as an input it did not declare)."""
+    model = _residual()
+    w2 = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == "W2")).copy()
+    w2[np.abs(w2) < 0.5] = 0
+    rows, cols = np.nonzero(w2)
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(w2[rows, cols], "W2"),
+                                       numpy_helper.from_array(np.stack([rows, cols], 1).astype(np.int64), "idx"),
+                                       list(w2.shape))
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "W2"))
+    model.graph.sparse_initializer.append(sparse)
+    assert downstream_cut(model, [_node(model, "mm2")]) == (["c"], ["y"])
+    part = sliced(model, {"c": (TensorProto.FLOAT, 2)}, ["y"])
+    assert [t.values.name for t in part.graph.sparse_initializer] == ["W2"]
+    assert [i.name for i in part.graph.input] == ["c"]
+    c = np.random.default_rng(3).standard_normal((5, 8)).astype(np.float32)
+    got, = ort.InferenceSession(part.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"c": c})
+    np.testing.assert_allclose(got, c @ w2, rtol=1e-5, atol=1e-6)
+
+
 def test_analysis_on_slices_equals_analysis_on_whole_models(tmp_path, monkeypatch):
     """Every point measured on the slices equals the one measured by running whole models (to float32
     rounding: onnxruntime may fuse nodes across the cut in the whole model); the first layer has no cut."""

@@ -11,6 +11,10 @@ from onnx import helper
 _SUBGRAPH_ATTRS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 
 
+def _constant_names(graph: onnx.GraphProto) -> set[str]:
+    return {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+
+
 def downstream_cut(model: onnx.ModelProto, start_nodes) -> tuple[list[str], list[str]] | None:
     """(cut, outputs): the tensors that flow into the part of `model` downstream of `start_nodes` (which it
     includes) from outside it — graph inputs and values computed before, not constants — and the graph
@@ -20,7 +24,7 @@ def downstream_cut(model: onnx.ModelProto, start_nodes) -> tuple[list[str], list
     graph = model.graph
     if any(a.type in _SUBGRAPH_ATTRS for n in graph.node for a in n.attribute):
         return None
-    constants = {t.name for t in graph.initializer} | {t.values.name for t in graph.sparse_initializer}
+    constants = _constant_names(graph)
     start = {id(n) for n in start_nodes}
     inside, produced = [], set()
     for node in graph.node:  # topologically sorted, as ONNX requires
@@ -42,10 +46,10 @@ def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]], outputs: 
     """The nodes of `model` that the tensors `outputs` need, given the tensors `inputs` (name → (ONNX
     element type, rank); dimensions left open) as the new model's inputs; graph inputs the slice still
     reads stay inputs. An output that is not a graph output gets its type from onnxruntime. Only the
-    initializers the kept nodes read are copied."""
+    initializers (dense or sparse) the kept nodes read are copied."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output if o}
-    constants = {t.name for t in graph.initializer}
+    constants = _constant_names(graph)
     keep, seen, graph_inputs = set(), set(), set()
     stack = list(outputs)
     while stack:
@@ -67,7 +71,8 @@ def sliced(model: onnx.ModelProto, inputs: dict[str, tuple[int, int]], outputs: 
     declared = {o.name: o for o in graph.output}
     out = helper.make_graph(nodes, graph.name, new_inputs,
                             [declared.get(name) or onnx.ValueInfoProto(name=name) for name in outputs],
-                            [t for t in graph.initializer if t.name in read])
+                            [t for t in graph.initializer if t.name in read],
+                            sparse_initializer=[t for t in graph.sparse_initializer if t.values.name in read])
     sliced_model = helper.make_model(out, opset_imports=model.opset_import, ir_version=model.ir_version)
     sliced_model.functions.extend(model.functions)
     return sliced_model
