@@ -48,7 +48,7 @@ import onnx_dc  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
 from onnx_dc.runtime import NativeLibrary, get_library_path, make_session  # noqa: E402
 
-DRAM_GBPS = 12.5  # single-thread DRAM read bandwidth of the reference machine (issue 6)
+DRAM_GBPS = 12.5  # single-thread DRAM read bandwidth of the reference machine
 
 
 # ---- models -----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """How fast could any sparse kernel be on this core? The least work, timed against dense fp32 and DCSparseGemm
 (prints a table; asserts nothing).
 
-    python bench/core_floor.py [--shapes 4096x4096 4096x9216 1000x4096 300x784] [--keep 0.1] [--rounds 11] [--no-readme]
+    python bench/core_floor.py [--shapes 4096x4096 4096x9216 1000x4096 300x784] [--keep 0.1] [--rounds 11] [--no-write]
 
 An unstructured sparse product reads x[c] once per nonzero and adds it somewhere. bench/core_floor.cc does
 exactly that and nothing else, with the nonzeros' columns of a random layer of the given shape and kept
@@ -39,9 +39,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent / "studies")]
 
-from readme_block import write_readme_block  # noqa: E402
+from results_block import write_results_block  # noqa: E402
 from bench_kernels import (dc_model, fmt_time, gemm_model, load_average, ratio, session,  # noqa: E402
                            time_interleaved, weights)
 
@@ -144,7 +144,8 @@ def main() -> None:
     parser.add_argument("--keep", type=float, nargs="+", default=[0.1])
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--target-ms", type=float, default=15.0, help="length of one timed burst")
-    parser.add_argument("--no-readme", action="store_true", help="do not write the table into README.md (core-floor)")
+    parser.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                        help="do not write the table into docs/results/native_speed.md (core-floor)")
     args = parser.parse_args()
     start = load_average()
     print(f"load average at start {start}; 1 thread, CPU time, median of {args.rounds} interleaved rounds")
@@ -161,8 +162,8 @@ def main() -> None:
                 rows += bench(n, k, keep, so, args.rounds, args.target_ms, tmp)
     end = load_average()
     print(f"\nload average at the end {end}")
-    if not args.no_readme:
-        write_readme_block("core-floor", "\n".join([
+    if not args.no_write:
+        write_results_block("core-floor", "\n".join([
             f"Produced by `python bench/core_floor.py` (1 thread, CPU time, median of {args.rounds} "
             f"interleaved rounds; load average {start} at the start, {end} at the end):", "", *header, *rows]))
 

@@ -1,12 +1,12 @@
 """Mutated compressed models never crash, hang or blow up onnxruntime with the library loaded.
 
-The bundled models are compressed, then mutated (bench/robust_mutation.py: payload bytes flipped, cut,
+The bundled models are compressed, then mutated (studies/robust_mutation.py: payload bytes flipped, cut,
 duplicated, inserted or a header field set to a boundary value, half of them with total_size and the CRC
 resealed; the serialized protobuf flipped, cut, duplicated or inserted into; structural changes around the
 onnx_dc nodes; valid payloads declaring huge tensors), and every mutated model is loaded and run for one
 batch in a worker process under an address-space limit. Each case must end in a clean Python exception or
 a correct run (same output, or what the Python reader's decoding of the same payloads gives in plain
-onnxruntime). `python bench/robust_mutation.py --cases 1000` is the big run.
+onnxruntime). `python studies/robust_mutation.py --cases 1000` is the big run.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from test_native_runtime import REPO, lib_path  # noqa: F401
 
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "studies"))
 import robust_mutation as rm  # noqa: E402
 
 CASES = 400
@@ -146,7 +146,7 @@ def test_reference_decodes_with_the_python_reader(compressed, lib_path):
     work, models, paths = compressed
     code = f"""
 import sys
-sys.path.insert(0, {str(REPO / 'bench')!r})
+sys.path.insert(0, {str(REPO / 'studies')!r})
 import onnx
 import robust_mutation as rm
 from onnx_dc.graph.decompress import decompress_model
@@ -154,7 +154,7 @@ rm._python_reader_only()
 for path in {sorted(paths.values())!r}:
     dense = decompress_model(onnx.load(path))
     assert not any(n.domain == rm.DOMAIN for n in dense.graph.node)
-from onnx_dc.runtime import NativeLibrary
+from onnx_dc.native import NativeLibrary
 try:
     NativeLibrary().decode_dense(b"")
 except RuntimeError as exc:

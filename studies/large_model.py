@@ -2,7 +2,7 @@
 compress it layer by layer, report time and peak memory, and check its outputs through onnxruntime with the
 library against the decompressed model on a few inputs.
 
-Run: python bench/large_model.py [--dir DIR] [--keep]     (needs ~12 GB of disk and ~8 GB of memory)
+Run: python studies/large_model.py [--dir DIR] [--keep]     (needs ~12 GB of disk and ~8 GB of memory)
 """
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""Whole models (issue 8): file size and latency per kind of op, and sparse vs dense conv per layer.
+"""Whole models as exporters write them: file size and latency per kind of op, and sparse vs dense conv per layer.
 
 For the bundled LeNet-5 and the ResNet-style / BERT-style test models (models/make_test_models.py), with
 the converter's defaults (conv layers: --conv-exec auto, measured per layer):
@@ -8,8 +8,8 @@ the converter's defaults (conv layers: --conv-exec auto, measured per layer):
   3. per conv layer: DCSparseConv vs onnxruntime's Conv on the decoded kernel (each layer alone, as
      --conv-exec auto measures it, with more rounds), and what auto chose.
 
-    python bench/whole_models.py            # prints the tables and updates README.md between the markers
-    python bench/whole_models.py --no-readme
+    python studies/whole_models.py            # prints the tables and updates docs/results/whole_models.md
+    python studies/whole_models.py --no-write
 """
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
+sys.path[:0] = [str(ROOT), str(ROOT / "studies")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnx_dc  # noqa: E402
-from readme_block import write_readme_block  # noqa: E402
+from results_block import write_results_block  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
 from onnx_dc.api import _payload_of, _policy  # noqa: E402
 from onnx_dc.conv_exec import measure  # noqa: E402
@@ -155,9 +155,9 @@ def study(key: str, out_dir: Path) -> dict:
 
 
 def render(results: list[dict]) -> str:
-    out = ["Measured by `python bench/whole_models.py` (onnxruntime " + ort.__version__ + ", 1 thread, batch 1; "
+    out = ["Measured by `python studies/whole_models.py` (onnxruntime " + ort.__version__ + ", 1 thread, batch 1; "
            "latencies are medians of interleaved rounds, per-kind times from onnxruntime's profiler). Settings: "
-           "LeNet-5 the paper's (bench/paper_settings.py); the others the defaults (fc keep 10% / 5 bits, conv "
+           "LeNet-5 the paper's (studies/paper_settings.py); the others the defaults (fc keep 10% / 5 bits, conv "
            "keep 50% / 8 bits, embeddings keep 50% / 8 bits, other constants of rank ≥ 2 and ≥ 256 values "
            "quantized to 8 bits), and the ResNet once more with conv layers keeping 10%; conv layers "
            "`--conv-exec auto`.\n",
@@ -206,7 +206,8 @@ def render(results: list[dict]) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-readme", action="store_true", help="print the tables instead of updating README.md")
+    ap.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                    help="print the tables instead of updating docs/results/whole_models.md")
     ap.add_argument("--models", default=",".join(STUDIES), help="comma-separated: " + ", ".join(STUDIES))
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,10 +217,9 @@ def main():
             results.append(study(name, Path(tmp)))
     text = render(results)
     print(text)
-    if args.no_readme:
+    if args.no_write:
         return
-    write_readme_block("whole-models", text)
-    print("README.md updated", file=sys.stderr)
+    print(f"{write_results_block('whole-models', text).relative_to(ROOT)} updated", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 bundled models, measured on Fashion-MNIST through onnxruntime. Writes docs/img/accuracy_vs_size_*.png and
 prints the points. Needs matplotlib.
 
-Run: python bench/paper_figures.py
+Run: python studies/paper_figures.py
 Pruning follows the paper's per-layer kept fractions, scaled from 0.5x to 6x. Sizes count weight bits only: pruning only stores fp32 values plus 5-bit relative indices (fillers
 included); quantization only stores B-bit indices for every weight plus the codebook; pruning + quantization
 is the real payload size (Huffman coded, all overhead included).

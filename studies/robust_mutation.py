@@ -1,6 +1,6 @@
 """Mutation test of whole compressed models in onnxruntime (prints a table; exit status 1 on any finding).
 
-    python bench/robust_mutation.py [--cases 1000] [--seed 0] [--timeout 60] [--mem-gb 4] [--keep DIR] [--json FILE]
+    python studies/robust_mutation.py [--cases 1000] [--seed 0] [--timeout 60] [--mem-gb 4] [--keep DIR] [--json FILE]
 
 The bundled models (models/lenet_300_100.onnx, models/lenet5.onnx) are compressed
 (`onnx_dc.compress(src, out, min_weights=0)`: DCSparseGemm and, for LeNet-5's convolutions, DCDecode), then

@@ -1,7 +1,9 @@
-"""How far could a training loop take the data-aware models? An experiment behind issue 5's accuracy target.
+"""How far could a training loop take the data-aware models? An experiment behind the accuracy target.
+
+The target: ≤ 0.8 point below the original at the paper's kept fractions, without training.
 
 For each bundled model: compress it data-aware at the paper's kept fractions and bits (2,000 calibration
-images from the training set, `--output-fit kl`, exactly as bench/data_aware.py), decompress it, keep its
+images from the training set, `--output-fit kl`, exactly as studies/data_aware.py), decompress it, keep its
 pruning masks, and then let PyTorch train the surviving weights (float32, masks fixed, no re-quantization):
   - distillation on the same 2,000 calibration images (1,600 to fit, 400 to stop early), KL to the original
     model's outputs at temperature 4: what a gradient-based network-level refit of the calibration data
@@ -12,7 +14,9 @@ and, for reference, the paper's own method from the original model: magnitude pr
 fractions in 4 rounds (kept fraction f^(r/4)), retraining with the labels after each round (3, 3, 3 and 8
 epochs). Accuracy on the 10,000 test images. Needs PyTorch (`pip install torch==2.13.0`); the converter does not.
 
-Run: python bench/retraining_headroom.py [--no-readme]   (about 20 minutes on 2 cores)
+Writes the table into docs/results/retraining_headroom.md.
+
+Run: python studies/retraining_headroom.py [--no-write]   (about 20 minutes on 2 cores)
 """
 import argparse
 import dataclasses
@@ -26,18 +30,18 @@ import onnx
 from onnx import numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench"), str(ROOT / "models")]
+sys.path[:0] = [str(ROOT), str(ROOT / "studies"), str(ROOT / "models")]
 
 import onnx_dc  # noqa: E402
 from onnx_dc.datasets import fashion_mnist, preprocess  # noqa: E402
 from paper_settings import LENET5, LENET_300_100  # noqa: E402
-from readme_block import write_readme_block  # noqa: E402
+from results_block import write_results_block  # noqa: E402
 
 try:
     import torch
     from torch.nn import functional as F
 except ImportError:  # pragma: no cover - the message is the point
-    sys.exit("bench/retraining_headroom.py needs PyTorch: pip install torch==2.13.0")
+    sys.exit("studies/retraining_headroom.py needs PyTorch: pip install torch==2.13.0")
 from train_lenet import LeNet5, LeNet300100  # noqa: E402 (the bundled models' own definitions)
 
 MODELS = (("LeNet-300-100", "lenet_300_100.onnx", LENET_300_100, ["b", 784], LeNet300100),
@@ -109,7 +113,8 @@ def iterative_pruning(module, fractions, batches, rounds=4, epochs=(3, 3, 3, 8))
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                    help="print the table only, do not update docs/results/retraining_headroom.md")
     args = ap.parse_args()
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="onnx-dc-headroom-"))
@@ -184,12 +189,11 @@ def main():
         for what, acc in rows:
             lines.append(f"| {title} | {what} | {acc:.2%} | {100 * (acc - base):+.2f} |")
             print(lines[-1], flush=True)
-    text = ("Produced by `python bench/retraining_headroom.py` (PyTorch; masks from onnx-dc's data-aware compression "
+    text = ("Produced by `python studies/retraining_headroom.py` (PyTorch; masks from onnx-dc's data-aware compression "
             "at the paper's settings, surviving weights trained in float32, not re-quantized):\n\n" + "\n".join(lines))
     print(text)
-    if not args.no_readme:
-        write_readme_block("retraining-headroom", text)
-        print("README.md updated")
+    if not args.no_write:
+        print(f"{write_results_block('retraining-headroom', text).relative_to(ROOT)} updated")
 
 
 if __name__ == "__main__":

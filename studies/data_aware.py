@@ -1,8 +1,8 @@
 """Data-aware compression of the bundled models: data-free vs data-aware at the paper's settings, and the
 automatic per-layer policy at several file-size ratios. 2,000 calibration images from the Fashion-MNIST
-*training* set (seed 0), accuracy on the 10,000-image *test* set. Writes the table into README.md.
+*training* set (seed 0), accuracy on the 10,000-image *test* set. Writes the table into docs/results/data_aware.md.
 
-Run: python bench/data_aware.py [--no-readme]
+Run: python studies/data_aware.py [--no-write]
 """
 import argparse
 import dataclasses
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
+sys.path[:0] = [str(ROOT), str(ROOT / "studies")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx_dc  # noqa: E402
-from readme_block import write_readme_block  # noqa: E402
+from results_block import write_results_block  # noqa: E402
 from onnx_dc.datasets import fashion_mnist, preprocess  # noqa: E402
 from onnx_dc.evaluate import evaluate  # noqa: E402
 from paper_settings import LENET5, LENET_300_100  # noqa: E402
@@ -42,12 +42,13 @@ removes, with 2,000 unlabelled images and no retraining."""
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                    help="print the table only, do not update docs/results/data_aware.md")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="onnx-dc-data-aware-"))
     images, _ = fashion_mnist("train")
     pick = np.random.default_rng(0).choice(len(images), 2000, replace=False)
-    lines = ["Produced by `python bench/data_aware.py`: 2,000 calibration images from the training set, accuracy "
+    lines = ["Produced by `python studies/data_aware.py`: 2,000 calibration images from the training set, accuracy "
              "on the 10,000 test images, file-size ratio in bytes on disk.\n",
              "| model | method | settings | file ratio | test accuracy | change | time |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -102,10 +103,9 @@ def main():
     text = ("\n".join(lines) + "\n\n(Auto-policy times exclude the sensitivity analysis, measured once per model and "
             "reused by every ratio, as `--sensitivity` does.)\n\n" + NOTES)
     print(text)
-    if args.no_readme:
+    if args.no_write:
         return
-    write_readme_block("data-aware", text)
-    print("README.md updated")
+    print(f"{write_results_block('data-aware', text).relative_to(ROOT)} updated")
 
 
 if __name__ == "__main__":

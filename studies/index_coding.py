@@ -4,7 +4,9 @@ relative indices with fillers (Huffman coded, as onnx-dc stores them) at several
 filler-free codings: Huffman over gaps with an escape to a raw column index, and DEFLATE-style gap classes
 (Huffman-coded class + raw low bits). Prints a table; sizes are exact Huffman code lengths, not entropies.
 
-Run: python bench/index_coding.py
+docs/results/index_coding.md tabulates this output for the large layers.
+
+Run: python studies/index_coding.py
 """
 import sys
 import tempfile
@@ -13,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "studies")]
 
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402

@@ -1,7 +1,7 @@
 """The main job: compress the bundled LeNet-300-100 with the paper's settings and show what changed —
 the paper-style per-layer table, the file-size ratio, accuracy and batch-1 latency before and after.
 
-Run: python bench/main_job.py   (scripts/demo.sh does the set-up first)
+Run: python studies/main_job.py   (scripts/demo.sh does the set-up first)
 """
 import dataclasses
 import sys
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
+sys.path[:0] = [str(ROOT), str(ROOT / "studies")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx_dc  # noqa: E402
 from onnx_dc.cli import print_report  # noqa: E402

@@ -1,7 +1,7 @@
 """Reproduce the paper's per-layer tables (Han et al. 2016, Tables 2 and 3) on the bundled models, with
-measured Fashion-MNIST accuracy before and after, and write them into README.md.
+measured Fashion-MNIST accuracy before and after, and write them into docs/results/paper_tables.md.
 
-Run: python bench/paper_tables.py [--no-readme]
+Run: python studies/paper_tables.py [--no-write]
 """
 import argparse
 import sys
@@ -9,10 +9,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # this checkout's onnx_dc, not an installed copy
+sys.path[:0] = [str(ROOT), str(ROOT / "studies")]  # this checkout's onnx_dc, not an installed copy
 
 import onnx_dc  # noqa: E402
-from readme_block import write_readme_block  # noqa: E402
+from results_block import write_results_block  # noqa: E402
 from onnx_dc.evaluate import evaluate  # noqa: E402
 from onnx_dc.report import markdown_table  # noqa: E402
 from paper_settings import LENET5, LENET5_CLI, LENET_300_100, LENET_300_100_CLI  # noqa: E402
@@ -24,7 +24,7 @@ MODELS = (
 
 
 def build() -> str:
-    out = [f"Produced by `python bench/paper_tables.py` (one-shot compression: no retraining, no calibration data).\n"]
+    out = [f"Produced by `python studies/paper_tables.py` (one-shot compression: no retraining, no calibration data).\n"]
     tmp = Path(tempfile.mkdtemp(prefix="onnx-dc-paper-"))
     for title, file, options, cli, paper in MODELS:
         original = ROOT / "models" / file
@@ -44,14 +44,14 @@ def build() -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--no-readme", action="store_true", help="print the tables instead of updating README.md")
+    ap.add_argument("--no-write", "--no-readme", dest="no_write", action="store_true",
+                    help="print the tables instead of updating docs/results/paper_tables.md")
     args = ap.parse_args()
     text = build()
-    if args.no_readme:
+    if args.no_write:
         print(text)
         return
-    write_readme_block("paper-tables", text)
-    print("README.md updated")
+    print(f"{write_results_block('paper-tables', text).relative_to(ROOT)} updated")
 
 
 if __name__ == "__main__":
