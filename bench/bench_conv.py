@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_kernels import fmt_time, load_average, time_interleaved  # noqa: E402
 from onnx_dc.codec import compress_tensor  # noqa: E402
-from onnx_dc.runtime import make_session  # noqa: E402
+from onnx_dc.session import make_session  # noqa: E402
 
 LAYERS = {  # name: (kernel [M, C, kH, kW], input H x W, pads)
     "lenet5-conv2": ((50, 20, 5, 5), (12, 12), [0, 0, 0, 0]),

@@ -46,7 +46,8 @@ sys.path.insert(0, str(REPO))
 
 import onnx_dc  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
-from onnx_dc.runtime import NativeLibrary, get_library_path, make_session  # noqa: E402
+from onnx_dc.native import NativeLibrary, get_library_path
+from onnx_dc.session import make_session  # noqa: E402
 
 DRAM_GBPS = 12.5  # single-thread DRAM read bandwidth of the reference machine
 

@@ -9,12 +9,21 @@ from typing import Callable
 
 import onnx
 
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
 from . import __version__
+from .calibration import policy as auto_policy
+from .calibration import saved as saved_analysis
+from .calibration import sensitivity as analysis
+from .calibration.compress import FitCache, compress_calibrated
 from .codec import compress_tensor
 from .config import CompressOptions, ConfigError, LayerPolicy
+from .conv_exec import choose_conv_exec
+from .evaluate import load_data
 from .graph.decompress import decompress_model
 from .graph.fold import fold_constant_chains
-from .graph.match import Layer, Skipped, find_layers
+from .graph.match import find_layers
+from .graph.model import Layer, Skipped
 from .graph.model_io import (
     PROTOBUF_LIMIT, ModelError, check_output_path, load_model, materialize_external, model_bytes_on_disk, proto_size,
     save_model_atomic,
@@ -38,7 +47,7 @@ class CompressionResult:
     policy: dict | None = None  # with --target-ratio: layer name -> the chosen sensitivity Point
 
 
-def _policy(layer: Layer, options: CompressOptions) -> LayerPolicy:
+def layer_policy(layer: Layer, options: CompressOptions) -> LayerPolicy:
     sparsity = options.sparsity.for_kind(layer.kind)
     bits = options.bits.for_kind(layer.kind)
     for name in sorted(layer.names):  # a node name or the weight name; sorted: deterministic
@@ -113,8 +122,6 @@ def _build(model, layers, skipped, options: CompressOptions, progress, original_
                                    f"({layer.nbytes} B)"))
             continue
         if layer.kind == "conv":
-            from .conv_exec import choose_conv_exec
-
             layer = dataclasses.replace(layer)
             layer.exec, layer.exec_reason = choose_conv_exec(layer, payload, options.conv_exec)
         payloads[layer.weight_name] = payload
@@ -149,10 +156,6 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     The analysis covers the fully-connected and conv layers; the other kinds (embedding tables, other
     constants) are compressed data-free with their --sparsity/--bits, once, and their payloads count as a
     fixed part of the file."""
-    from .calibrated import FitCache
-    from .evaluate import load_data
-    from .layer_sensitivity import analyse, choose_policy, policy_options
-
     if not options.calibration:
         raise ConfigError("--target-ratio needs --calibration data to measure each layer's sensitivity")
     tuned = [layer for layer in layers if layer.kind in SENSITIVITY_KINDS]
@@ -162,12 +165,10 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
     # Loaded once: every try below fits on them again.
     feeds, _ = load_data(options.calibration, model)
     if sens is None and options.sensitivity:
-        from .analysis_file import load_analysis
-
-        sens = load_analysis(options.sensitivity, model, feeds, options, tuned)
+        sens = saved_analysis.load_analysis(options.sensitivity, model, feeds, options, tuned)
     target_bytes = original_bytes / options.target_ratio
-    fixed = {layer.weight_name: _payload_of(layer.source, _policy(layer, options), options.init, options.seed,
-                                            options.huffman)
+    fixed = {layer.weight_name: data_free_payload(layer.source, layer_policy(layer, options), options.init,
+                                                  options.seed, options.huffman)
              for layer in layers if layer.kind not in SENSITIVITY_KINDS}
     # What the file holds besides the tuned payloads: the graph and the tensors left alone, the other kinds'
     # payloads (or their weights, where compressing does not pay), metadata. Checked before the analysis,
@@ -184,39 +185,15 @@ def _build_to_ratio(model, layers, skipped, options: CompressOptions, progress, 
             + (": prune or quantize those harder (--sparsity/--bits emb=…,other=…)" if fixed else ""))
     if sens is None:
         step = (lambda name, done, total: progress(f"sensitivity analysis: {name}", done, total)) if progress else None
-        sens = analyse(model, tuned, options, feeds, progress=step, jobs=options.jobs)
-    budget = target_bytes - rest
-    best = None
-    passed = failed = None  # the largest budget known to fit the target, the smallest known not to
+        sens = analysis.analyse(model, tuned, options, feeds, progress=step, jobs=options.jobs)
     fit_cache = FitCache()  # the tries differ only in per-layer policies: unchanged prefixes are not refitted
-    for attempt in range(16):
-        if attempt >= 8 and best is not None:
-            break  # eight tries refine a result that fits; up to eight more look for one that fits at all
-        chosen = choose_policy(sens, budget)
-        new_model, all_skipped = _build(model, layers, skipped, policy_options(options, chosen), progress,
-                                        original_bytes, fit_cache=fit_cache, feeds=feeds, payloads_done=fixed)
-        size = new_model.ByteSize()
-        if size <= target_bytes:
-            passed = budget if passed is None else max(passed, budget)
-            if best is None or size > best[0].ByteSize():
-                best = (new_model, all_skipped, chosen)
-        else:
-            failed = budget if failed is None else min(failed, budget)
-        if best is not None and target_bytes - best[0].ByteSize() <= 0.02 * target_bytes:
-            break  # fits, and within 2% of the target: close enough (a miss just above it is not)
-        # The estimates (one-shot sensitivity payloads, fixed overhead) missed by this much: aim the next
-        # policy's estimated payloads at the target corrected by the miss (from the estimate, not from the
-        # budget: a policy can sit well below its budget, and moving the budget by the miss alone may never
-        # change it), but stay between what is known to pass and what is known to fail.
-        budget = sum(p.payload_bytes for p in chosen.values()) - (size - target_bytes)
-        if failed is not None and budget >= failed:
-            budget = (passed + failed) / 2 if passed is not None else 0.9 * failed
-        if passed is not None and budget <= passed:
-            budget = (passed + failed) / 2 if failed is not None else 1.1 * passed
-    if best is None:
-        raise ConfigError(f"--target-ratio {options.target_ratio:g}: reached only "
-                          f"{original_bytes / new_model.ByteSize():.1f}x with the settings tried")
-    return best
+
+    def build(chosen):
+        return _build(model, layers, skipped, auto_policy.policy_options(options, chosen), progress, original_bytes,
+                      fit_cache=fit_cache, feeds=feeds, payloads_done=fixed)
+
+    return auto_policy.search_ratio(sens, target_bytes - rest, target_bytes, options.target_ratio, original_bytes,
+                                    build)
 
 
 def _compress_layers(model, layers, options: CompressOptions, progress, fit_cache=None, feeds=None,
@@ -226,14 +203,11 @@ def _compress_layers(model, layers, options: CompressOptions, progress, fit_cach
     Data-free layers are independent: with `options.jobs` > 1 they run in a process pool (each worker
     reads its own weight; results are collected in layer order, so the output does not depend on it).
     Only payloads are kept, never the dense weights: memory stays at about one layer per worker."""
-    policies = [_policy(layer, options) for layer in layers]
+    policies = [layer_policy(layer, options) for layer in layers]
     fitted_at = {}
     if options.calibration:
         # fc and conv layers are fitted on the data (in graph order); embedding tables and other constants
         # have no layer output to fit and are compressed data-free below.
-        from .calibrated import compress_calibrated
-        from .evaluate import load_data
-
         if feeds is None:
             feeds, _ = load_data(options.calibration, model)
         fit = [i for i, layer in enumerate(layers) if layer.kind in SENSITIVITY_KINDS]
@@ -252,10 +226,8 @@ def _compress_layers(model, layers, options: CompressOptions, progress, fit_cach
              if i not in fitted_at and results[i] is None else None
              for i, (layer, policy) in enumerate(zip(layers, policies))]
     if options.jobs > 1 and sum(task is not None for task in tasks) > 1:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         with ProcessPoolExecutor(max_workers=min(options.jobs, len(layers))) as pool:
-            futures = {pool.submit(_payload_of, *task): i for i, task in enumerate(tasks) if task is not None}
+            futures = {pool.submit(data_free_payload, *task): i for i, task in enumerate(tasks) if task is not None}
             for done, future in enumerate(as_completed(futures)):
                 if progress:
                     progress(layers[futures[future]].weight_name, done, len(layers))
@@ -266,13 +238,13 @@ def _compress_layers(model, layers, options: CompressOptions, progress, fit_cach
                 continue
             if progress:
                 progress(layers[i].weight_name, i, len(layers))
-            results[i] = _payload_of(*task)
+            results[i] = data_free_payload(*task)
     if progress:
         progress("", len(layers), len(layers))
     return [fitted_at[i] if i in fitted_at else (layer, results[i]) for i, layer in enumerate(layers)]
 
 
-def _payload_of(source, policy: LayerPolicy, init: str, seed: int, huffman: bool):
+def data_free_payload(source, policy: LayerPolicy, init: str, seed: int, huffman: bool):
     """One layer, data-free: its payload, or why it cannot be compressed (runs in a worker process too)."""
     try:
         return compress_tensor(source.load(), policy.sparsity, policy.bits, policy.index_bits, init=init, seed=seed,
@@ -283,13 +255,10 @@ def _payload_of(source, policy: LayerPolicy, init: str, seed: int, huffman: bool
 
 def sensitivity(model_path, calibration: str, data: str | None = None, options: CompressOptions | None = None,
                 sparsities=None, progress=None, data_aware: bool = True, save=None):
-    """Per-layer sensitivity (list of sensitivity.LayerSensitivity): each layer compressed alone at each
+    """Per-layer sensitivity (list of calibration.sensitivity.LayerSensitivity): each layer compressed alone at each
     sparsity and bit width (fitted on the calibration data, or by magnitude + k-means if not
     `data_aware`), the model run on `data` (with labels: accuracy) or on the calibration data. `save`: also
-    write it to this file, for `compress(target_ratio=…, sensitivity=save)` (analysis_file)."""
-    from . import layer_sensitivity as sens_mod
-    from .evaluate import load_data
-
+    write it to this file, for `compress(target_ratio=…, sensitivity=save)` (calibration/saved.py)."""
     options = dataclasses.replace(options or CompressOptions(), calibration=calibration if data_aware else None)
     model, _ = fold_constant_chains(load_model(model_path))
     layers, _ = find_layers(model, options.min_weights, kinds=set(options.kinds) & set(SENSITIVITY_KINDS))
@@ -299,12 +268,10 @@ def sensitivity(model_path, calibration: str, data: str | None = None, options: 
     eval_feeds, labels = load_data(data, model) if data else (None, None)
     if save is not None:
         _check_analysis_path(save, model_path, calibration, data)
-    sens = sens_mod.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds, jobs=options.jobs,
-                            sparsities=sparsities or sens_mod.DEFAULT_SPARSITIES, progress=progress)
+    sens = analysis.analyse(model, layers, options, feeds, labels=labels, eval_feeds=eval_feeds, jobs=options.jobs,
+                            sparsities=sparsities or analysis.DEFAULT_SPARSITIES, progress=progress)
     if save is not None:
-        from .analysis_file import save_analysis
-
-        save_analysis(save, sens, model, feeds, options, evaluated_on=data or "calibration data")
+        saved_analysis.save_analysis(save, sens, model, feeds, options, evaluated_on=data or "calibration data")
     return sens
 
 

@@ -1,27 +1,32 @@
-"""`onnx-dc` command line: a thin layer over the Python API (onnx_dc.api)."""
+"""`onnx-dc` command line: a thin layer over the public Python API (the names `onnx_dc` exports)."""
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from .codec.payload import PayloadError
-from .config import (
-    DEFAULT_BITS, DEFAULT_INDEX_BITS, DEFAULT_SPARSITY, OUTPUT_FITS, PRUNE_METHODS, QUANTIZERS, CompressOptions,
-    ConfigError, index_bits_value, parse_kinds, parse_layer_overrides, parse_per_kind, sparsity_value,
-    weight_bits_value,
+from . import (
+    DEFAULT_BITS, DEFAULT_INDEX_BITS, DEFAULT_SPARSITY, KIND_LABELS, OUTPUT_FITS, PRUNE_METHODS, QUANTIZERS,
+    REPORT_COLUMNS, CompressOptions, ConfigError, DatasetError, ModelError, NothingToCompress, PayloadError,
+    candidate_prune_method, index_bits_value, parse_kinds, parse_layer_overrides, parse_per_kind, plot_layers,
+    plot_sensitivity, sensitivity_rows, sparsity_value, table_rows, weight_bits_value,
 )
-from .datasets import DatasetError
-from .graph.model_io import ModelError
+from . import compress as api_compress
+from . import decompress as api_decompress
+from . import evaluate as api_evaluate
+from . import report as api_report
+from . import sensitivity as api_sensitivity
 
 USER_ERRORS = (ModelError, ConfigError, PayloadError, DatasetError)
 
 
 def _console(stderr: bool = False):
-    from rich.console import Console
-
     # Off a terminal (pipes, CI logs) rich would wrap the table at 80 columns; give it room instead.
     return Console(stderr=stderr, width=None if sys.stdout.isatty() else 200, highlight=False)
 
@@ -33,8 +38,6 @@ def _fail(message: str, code: int = 1):
 
 def _run(fn):
     """Run a command body: user errors become one line on stderr and a non-zero exit, never a traceback."""
-    from .api import NothingToCompress
-
     try:
         return fn()
     except USER_ERRORS as exc:
@@ -50,13 +53,9 @@ def _run(fn):
 
 
 def print_report(data: dict) -> None:
-    from rich.table import Table
-
-    from .report import COLUMNS, table_rows
-
     console = _console()
     table = Table(title="Deep Compression report (P: pruning, Q: quantization, H: Huffman coding)")
-    for col in COLUMNS:
+    for col in REPORT_COLUMNS:
         table.add_column(col, justify="left" if col in ("Layer", "Op", "Shape") else "right")
     rows, total = table_rows(data)
     for row in rows:
@@ -76,8 +75,6 @@ def print_report(data: dict) -> None:
         console.print(f"File size: {f['compressed_bytes']:,} B")
     by_kind = data["totals"].get("by_kind") or {}
     if len(by_kind) > 1 or any(k != "fc" for k in by_kind):
-        from .report import KIND_LABELS
-
         kinds = Table(title="By kind of tensor")
         for col in ("Kind", "Tensors", "Original", "Payloads", "Ratio", "Run sparse"):
             kinds.add_column(col, justify="left" if col == "Kind" else "right")
@@ -97,8 +94,6 @@ def _ratio(x) -> str:
 
 
 def print_policy(policy: dict) -> None:
-    from rich.table import Table
-
     table = Table(title="Per-layer settings chosen for --target-ratio (from the sensitivity analysis)")
     for col in ("Layer", "Kept", "Bits", "Estimated payload", "Output error alone", "Top-1 agreement alone"):
         table.add_column(col, justify="left" if col == "Layer" else "right")
@@ -171,7 +166,6 @@ def compress(input_path, output_path, sparsity, layer_sparsity, bits, layer_bits
     """Compress the model INPUT into OUTPUT and print the report."""
 
     def body():
-        from .api import compress as api_compress
 
         options = CompressOptions(
             sparsity=parse_per_kind(sparsity, "--sparsity", sparsity_value, DEFAULT_SPARSITY),
@@ -204,7 +198,6 @@ def decompress(input_path, output_path):
     """Turn a compressed model back into a standard ONNX model (pruned, quantized dense weights)."""
 
     def body():
-        from .api import decompress as api_decompress
 
         click.echo(f"Wrote {api_decompress(input_path, output_path)}")
 
@@ -218,7 +211,6 @@ def report(model_path, as_json):
     """Print the compression report of a compressed model."""
 
     def body():
-        from .api import report as api_report
 
         data = api_report(model_path)
         if not data["layers"]:
@@ -241,7 +233,6 @@ def _with_progress(fn, label: str, quiet: bool, bar: bool = True):
     if quiet:
         return fn(None)
     if not (bar and sys.stderr.isatty()):
-        import time
 
         start = last = time.monotonic()
 
@@ -253,7 +244,6 @@ def _with_progress(fn, label: str, quiet: bool, bar: bool = True):
                 click.echo(f"{label}: {done}/{total} {name} ({now - start:.0f} s)", err=True)
 
         return fn(plain)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.description}"), console=_console(stderr=True), transient=True) as bar:
@@ -289,8 +279,6 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, prune_meth
     """How the model's output degrades as each layer alone is pruned harder (and quantized coarser)."""
 
     def body():
-        from .api import sensitivity as api_sensitivity
-        from .layer_sensitivity import plot, sensitivity_rows
 
         grid = None
         if sparsities:
@@ -301,11 +289,10 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, prune_meth
                               "analysing", quiet)
         default_bits = {"fc": int(options.bits.fc), "conv": int(options.bits.conv)}
         if plot_path:
-            plot(sens, plot_path, default_bits)
+            plot_sensitivity(sens, plot_path, default_bits)
         if save_path and not as_json:
-            from .layer_sensitivity import candidate_prune_method
 
-            # What compress must be given for the analysis to match (analysis_file.analysis_settings).
+            # What compress must be given for the analysis to match (calibration.saved.analysis_settings).
             extra = "".join(f" {flag} {value}" for flag, value, differs in (
                 ("--output-fit", output_fit, output_fit != "mse"), ("--quantizer", quantizer, quantizer != "gptq"),
                 ("--prune-method", "magnitude", candidate_prune_method(prune_method) == "magnitude")) if differs)
@@ -314,7 +301,6 @@ def sensitivity(model_path, calibration, data, sparsities, data_free, prune_meth
         if as_json:
             click.echo(json.dumps({"points": sensitivity_rows(sens)}))
             return
-        from rich.table import Table
 
         has_acc = any(p.accuracy is not None for s in sens for p in s.points)
         table = Table(title="Sensitivity: each layer compressed alone (error: relative output error; "
@@ -352,13 +338,11 @@ def eval_command(model_path, data, reference_path, threads, as_json):
     """Top-1 accuracy of MODEL on data and, with --reference, agreement and output differences."""
 
     def body():
-        from .evaluate import evaluate
 
-        metrics = evaluate(model_path, data, reference_path, threads)
+        metrics = api_evaluate(model_path, data, reference_path, threads)
         if as_json:
             click.echo(json.dumps(metrics))
             return
-        from rich.table import Table
 
         console = _console()
         console.print(f"{model_path} on {data} ({metrics['samples']:,} samples)")
@@ -386,7 +370,6 @@ def plots(model_path, output_dir, original_path):
     """Per compressed layer: weight distribution and codebook, cluster-index and relative-index distributions."""
 
     def body():
-        from .plots import plot_layers
 
         for path in plot_layers(model_path, output_dir, original_path):
             click.echo(f"Wrote {path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .codec.cluster import INIT_METHODS
-from .codec.refit import PRUNE_METHODS, QUANTIZERS
+from .calibration.solvers import PRUNE_METHODS, QUANTIZERS
 
 KINDS = ("fc", "conv", "emb", "other")
 KIND_NAMES = {"fc": "fully-connected (Gemm, MatMul)", "conv": "convolution kernels", "emb": "embedding tables (Gather)",
@@ -126,7 +126,7 @@ class CompressOptions:
     min_weights: int = 256  # smaller layers are left alone: their payload overhead would dominate
     allow_unchanged: bool = False  # write the model even if no layer was compressed
     calibration: str | None = None  # .npz of model inputs: data-aware compression (layer-wise refit)
-    prune_method: str = "obs"  # with calibration data: see codec.refit.PRUNE_METHODS
+    prune_method: str = "obs"  # with calibration data: see calibration.solvers.PRUNE_METHODS
     target_ratio: float | None = None  # pick per-layer settings from a sensitivity analysis to reach it
     sensitivity: str | None = None  # with target_ratio: a saved analysis (onnx-dc sensitivity --save) to reuse
     quantizer: str = "gptq"  # with calibration data: gptq (entropy-constrained, error feedback) or kmeans

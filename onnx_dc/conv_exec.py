@@ -13,8 +13,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph.match import Layer
-from .graph.rewrite import CONV_ATTRIBUTES, DOMAIN, DOMAIN_VERSION
+from .graph.decompress import decode_dense_fast
+from .graph.model import Layer
+from .native import LibraryNotFoundError, get_library_path
+from .operators import CONV_ATTRIBUTES, DOMAIN, DOMAIN_VERSION
+from .session import new_session
 
 ROUNDS = 15  # interleaved timing rounds per form (after one warm-up run each)
 TIME_BUDGET_S = 2.0  # per layer: stop measuring early for very slow layers
@@ -32,13 +35,11 @@ def choose_conv_exec(layer: Layer, payload: bytes, mode: str) -> tuple[str, str]
     if not dims or len(dims) != 4 or any(d is None for d in dims[1:]):
         return "dense", "input shape unknown to shape inference, so not measured (--conv-exec sparse forces it)"
     try:
-        from .runtime import get_library_path
-
-        library = get_library_path()
-    except (ImportError, OSError, RuntimeError):
+        get_library_path()
+    except (LibraryNotFoundError, OSError, RuntimeError):
         return "dense", "native library not built, so not measured"
     try:
-        sparse_s, dense_s = measure(layer, payload, [1] + list(dims[1:]), library)
+        sparse_s, dense_s = measure(layer, payload, [1] + list(dims[1:]))
     except Exception as exc:  # noqa: BLE001 - a measurement that cannot run decides nothing: stay dense
         return "dense", f"could not measure the sparse form ({type(exc).__name__}: {str(exc)[:120]})"
     detail = f"measured {1e6 * sparse_s:,.0f} µs sparse vs {1e6 * dense_s:,.0f} µs dense (batch 1, 1 thread)"
@@ -47,8 +48,6 @@ def choose_conv_exec(layer: Layer, payload: bytes, mode: str) -> tuple[str, str]
 
 def single_conv_models(layer: Layer, payload: bytes, x_shape: list[int]) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """The layer alone, as DCSparseConv and as Conv on the decoded kernel (same attributes and bias)."""
-    from .graph.decompress import decode_dense_fast
-
     conv = layer.uses[0]
     attrs = [a for a in conv.attribute if a.name in CONV_ATTRIBUTES]
     bias = layer.conv_bias if layer.new_conv_bias is None else layer.new_conv_bias
@@ -70,18 +69,11 @@ def single_conv_models(layer: Layer, payload: bytes, x_shape: list[int]) -> tupl
     return sparse, dense
 
 
-def measure(layer: Layer, payload: bytes, x_shape: list[int], library: str, rounds: int = ROUNDS,
+def measure(layer: Layer, payload: bytes, x_shape: list[int], rounds: int = ROUNDS,
             budget_s: float = TIME_BUDGET_S) -> tuple[float, float]:
     """Median seconds per run of the sparse and the dense form of the layer."""
-    import onnxruntime as ort
-
-    sessions = []
-    for model in single_conv_models(layer, payload, x_shape):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = 1
-        so.inter_op_num_threads = 1
-        so.register_custom_ops_library(library)
-        sessions.append(ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]))
+    sessions = [new_session(model, threads=1, inter_op_threads=1, library=True)
+                for model in single_conv_models(layer, payload, x_shape)]
     x = np.random.default_rng(0).standard_normal(x_shape).astype(np.float32)
     times: list[list[float]] = [[], []]
     for s in sessions:

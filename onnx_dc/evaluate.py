@@ -9,28 +9,9 @@ import onnx
 
 from .datasets import DatasetError, fashion_mnist, preprocess
 from .graph.model_io import ModelError, load_model
+from .session import session_for
 
 DATASET_SHORTCUTS = ("fashion-mnist", "fashion-mnist:train", "fashion-mnist:test")
-
-
-def _is_compressed(model: onnx.ModelProto) -> bool:
-    return any(n.domain == "onnx_dc" for n in model.graph.node)
-
-
-def session_for(path, threads: int | None = None):
-    """An onnxruntime session for any model; compressed models get the onnx-dc library registered."""
-    import onnxruntime as ort
-
-    path = str(path)
-    model = onnx.load(path, load_external_data=False)
-    if _is_compressed(model):
-        from .runtime import make_session
-
-        return make_session(path, intra_op_threads=threads)
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def _input_specs(model: onnx.ModelProto) -> list[tuple[str, list, np.dtype | None]]:

@@ -10,19 +10,20 @@ from onnx import numpy_helper
 
 from .codec.payload import read_payload
 from .codec.sparse import encode_relative
+from .config import ConfigError
 from .graph.model_io import ModelError, load_model
-from .graph.rewrite import DOMAIN, META_LAYERS, PAYLOAD_INPUT, get_metadata
+from .graph.rewrite import META_LAYERS, get_metadata
+from .operators import DOMAIN, PAYLOAD_INPUT
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (an optional dependency: imported when a plot is made)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        from .config import ConfigError
-
         raise ConfigError("plots need matplotlib: pip install 'onnx-dc[plots]' (or pip install matplotlib)") from None
     return plt
 
@@ -44,7 +45,7 @@ def plot_layers(model_path, out_dir, original_path=None) -> list[Path]:
     """One PNG per compressed layer: weight distribution with the codebook (before: the original's
     surviving weights, if the original model is given), and the distributions of cluster indices and of
     relative indices. Returns the files written."""
-    plt = _pyplot()
+    plt = pyplot()
     model = load_model(model_path)
     originals = {}
     if original_path is not None:

@@ -12,6 +12,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 
 from .codec.payload import read_payload
+from .operators import DOMAIN
 
 
 @lru_cache(maxsize=64)
@@ -119,21 +120,21 @@ def gather(payload: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 class DCSparseGemm(OpRun):
-    op_domain = "onnx_dc"
+    op_domain = DOMAIN
 
     def _run(self, X, W_payload, B=None):  # noqa: N803 (ONNX input names)
         return (sparse_gemm(X, W_payload, B),)
 
 
 class DCDecode(OpRun):
-    op_domain = "onnx_dc"
+    op_domain = DOMAIN
 
     def _run(self, payload):
         return (decode_payload_array(payload).copy(),)
 
 
 class DCSparseConv(OpRun):
-    op_domain = "onnx_dc"
+    op_domain = DOMAIN
 
     def _run(self, X, W_payload, B=None, auto_pad=None, dilations=None, group=None,  # noqa: N803
              kernel_shape=None, pads=None, strides=None):
@@ -143,7 +144,7 @@ class DCSparseConv(OpRun):
 
 
 class DCGather(OpRun):
-    op_domain = "onnx_dc"
+    op_domain = DOMAIN
 
     def _run(self, W_payload, indices):  # noqa: N803
         return (gather(W_payload, indices),)

@@ -8,7 +8,8 @@ from onnx import numpy_helper
 
 from .codec.payload import read_info
 from .codec.sparse import filler_symbol
-from .graph.rewrite import DOMAIN, META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, PAYLOAD_INPUT, get_metadata
+from .graph.rewrite import META_LAYERS, META_ORIGINAL_BYTES, META_SKIPPED, get_metadata
+from .operators import DEFAULT_KIND, DOMAIN, PAYLOAD_INPUT
 
 
 @dataclass
@@ -35,7 +36,6 @@ class LayerReport:
     exec_reason: str = ""
 
 
-DEFAULT_KIND = {"DCSparseGemm": "fc", "DCSparseConv": "conv", "DCGather": "emb", "DCDecode": "other"}
 KIND_LABELS = {"fc": "fully-connected", "conv": "convolution", "emb": "embedding", "other": "other constants"}
 
 

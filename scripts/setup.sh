@@ -54,4 +54,4 @@ fi
 
 # 4. The native library, into the checkout's package.
 bash scripts/build_native.sh
-echo "setup.sh: ready ($("$PY" -c 'import onnx_dc.runtime as r; print(r.get_library_path())'))"
+echo "setup.sh: ready ($("$PY" -c 'import onnx_dc.native as n; print(n.get_library_path())'))"

@@ -474,18 +474,18 @@ def _python_reader_only() -> None:
     the native reader when it is built, so the worker turns that off (the library is still what
     make_session registers), and any native decoding from the Python side raises."""
     import onnx_dc.graph.decompress as dec
-    import onnx_dc.runtime as runtime
+    import onnx_dc.native as native
     from onnx_dc.codec.payload import read_payload
 
-    runtime.native_library = lambda: None
+    native.native_library = lambda: None
     if hasattr(dec, "decode_dense_fast"):
         dec.decode_dense_fast = lambda blob: read_payload(blob).dense()
 
     def refuse(*args, **kwargs):
         raise RuntimeError("the reference used the native reader")
 
-    runtime.NativeLibrary.decode_dense = refuse
-    runtime.NativeLibrary.payload_info = refuse
+    native.NativeLibrary.decode_dense = refuse
+    native.NativeLibrary.payload_info = refuse
 
 
 def worker(models: dict[str, str]) -> None:
@@ -493,7 +493,7 @@ def worker(models: dict[str, str]) -> None:
     import numpy as np
     import onnxruntime as ort
 
-    from onnx_dc.runtime import make_session
+    from onnx_dc.session import make_session
 
     _python_reader_only()
 

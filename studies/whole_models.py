@@ -33,11 +33,11 @@ import onnxruntime as ort  # noqa: E402
 import onnx_dc  # noqa: E402
 from results_block import write_results_block  # noqa: E402
 from onnx_dc.config import CompressOptions, PerKind  # noqa: E402
-from onnx_dc.api import _payload_of, _policy  # noqa: E402
+from onnx_dc.api import data_free_payload, layer_policy  # noqa: E402
 from onnx_dc.conv_exec import measure  # noqa: E402
 from onnx_dc.graph.fold import fold_constant_chains  # noqa: E402
 from onnx_dc.graph.match import find_layers  # noqa: E402
-from onnx_dc.runtime import get_library_path, make_session  # noqa: E402
+from onnx_dc.session import make_session  # noqa: E402
 from paper_settings import LENET5  # noqa: E402
 
 ROUNDS = 200
@@ -140,11 +140,11 @@ def study(key: str, out_dir: Path) -> dict:
             continue
         info = chosen.get(layer.weight_name, {})
         dims = layer.input_dims[0]
-        payload = _payload_of(layer.source, _policy(layer, options), options.init, options.seed, options.huffman)
+        payload = data_free_payload(layer.source, layer_policy(layer, options), options.init, options.seed, options.huffman)
         if layer.exec == "dense":  # grouped: no sparse form
             sparse_us, dense_us = None, None
         else:
-            s, d = measure(layer, payload, [1] + list(dims[1:]), get_library_path(), rounds=101, budget_s=20)
+            s, d = measure(layer, payload, [1] + list(dims[1:]), rounds=101, budget_s=20)
             sparse_us, dense_us = 1e6 * s, 1e6 * d
         convs.append({"node": layer.uses[0].name, "weight": layer.weight_name, "shape": list(layer.shape),
                       "image": f"{dims[2]}×{dims[3]}", "kept_pct": info.get("kept_pct"), "sparse_us": sparse_us,

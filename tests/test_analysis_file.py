@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 import builders
 import onnx_dc
-from onnx_dc import layer_sensitivity
+from onnx_dc.calibration import sensitivity as layer_sensitivity
 from onnx_dc.cli import main
 
 GRID = "0.5,0.8,0.9"

@@ -14,13 +14,13 @@ import builders
 import onnx_dc
 from onnx_dc.cli import main
 from onnx_dc.codec import compress_tensor
-from onnx_dc.calibrated import _downstream, _is_classifier, _row_weight
-from onnx_dc.codec.refit import (
+from onnx_dc.calibration.neighbours import downstream, is_classifier, row_weight
+from onnx_dc.calibration.solvers import (
     LayerStats, kl_refit, prune_reconstruct, quantize_gptq, quantize_refit, refit_problem, relative_output_error,
 )
 from onnx_dc.graph.match import find_layers
 from onnx_dc.config import CompressOptions, LayerPolicy, PerKind
-from onnx_dc.graph.calibrate import im2col
+from onnx_dc.calibration.capture import im2col
 from onnx_dc.reference import run_reference
 
 
@@ -201,14 +201,14 @@ def test_downstream_finds_the_next_layer_and_the_classifier():
     model = builders.mlp((64, 48, 32, 10))
     layers, _ = find_layers(model, min_weights=16)
     assert [l.weight_name for l in layers] == ["fc1.weight", "fc2.weight", "fc3.weight"]
-    assert _downstream(model, layers) == [(1, False), (2, False), (None, True)]
-    rw = _row_weight(layers[0], layers[1])
+    assert downstream(model, layers) == [(1, False), (2, False), (None, True)]
+    rw = row_weight(layers[0], layers[1])
     np.testing.assert_allclose(rw, (layers[1].weight.astype(np.float64) ** 2).sum(0))
     conv = builders.conv(cin=4, cout=16)
     conv_layers, _ = find_layers(conv, min_weights=16)
-    (_, final), = _downstream(conv, conv_layers)
-    assert final and not _is_classifier(conv_layers[0], final)  # only fully-connected outputs are taken as logits
-    assert _is_classifier(layers[2], True) and not _is_classifier(layers[1], False)
+    (_, final), = downstream(conv, conv_layers)
+    assert final and not is_classifier(conv_layers[0], final)  # only fully-connected outputs are taken as logits
+    assert is_classifier(layers[2], True) and not is_classifier(layers[1], False)
 
 
 @pytest.mark.parametrize("attrs", [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [0, 1, 0, 1]},
@@ -285,7 +285,7 @@ def test_target_ratio_compresses_embeddings_with_their_own_settings(tmp_path, mo
     """--target-ratio chooses settings for fc/conv layers; an embedding table (or other constant) is still
     compressed, with its --sparsity/--bits, and counts as a fixed part of the file. A target that part
     alone rules out is refused at once (before the long analysis), saying what is reachable."""
-    import onnx_dc.layer_sensitivity
+    import onnx_dc.calibration.sensitivity
 
     src = builders.save(builders.embedding(), tmp_path / "in.onnx")
     np.savez(tmp_path / "cal.npz", ids=np.random.default_rng(0).integers(0, 300, (200, 4)))
@@ -299,7 +299,7 @@ def test_target_ratio_compresses_embeddings_with_their_own_settings(tmp_path, mo
     def no_analysis(*a, **k):
         raise AssertionError("the analysis ran")
 
-    monkeypatch.setattr(onnx_dc.layer_sensitivity, "analyse", no_analysis)
+    monkeypatch.setattr(onnx_dc.calibration.sensitivity, "analyse", no_analysis)
     with pytest.raises(onnx_dc.ConfigError, match=r"--target-ratio 30: .* at most about 5\.\dx is reachable"):
         onnx_dc.compress(src, tmp_path / "far.onnx", dataclasses.replace(opts, target_ratio=30))
     assert not (tmp_path / "far.onnx").exists()
@@ -307,14 +307,12 @@ def test_target_ratio_compresses_embeddings_with_their_own_settings(tmp_path, mo
 
 def test_target_ratio_reads_the_calibration_file_once(tmp_path, monkeypatch):
     """The --target-ratio search builds the file several times; the calibration arrays are read once."""
-    import onnx_dc.evaluate
-
     model = builders.mlp((64, 48, 32, 10))
     src = builders.save(model, tmp_path / "in.onnx")
     _calibration(model, tmp_path / "cal.npz")
     reads = []
-    load = onnx_dc.evaluate.load_data
-    monkeypatch.setattr(onnx_dc.evaluate, "load_data", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    load = onnx_dc.api.load_data
+    monkeypatch.setattr(onnx_dc.api, "load_data", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
     tries = []
     build = onnx_dc.api._build
     monkeypatch.setattr(onnx_dc.api, "_build", lambda *a, **k: tries.append(1) or build(*a, **k))
@@ -327,7 +325,7 @@ def test_target_ratio_reads_the_calibration_file_once(tmp_path, monkeypatch):
 def test_fit_cache_reuses_unchanged_prefixes_exactly(tmp_path):
     """--target-ratio's tries share a FitCache: a try that changes only a later layer's policy reuses the
     earlier layers' fits and the changed layer's input statistics, and gives byte-identical payloads."""
-    from onnx_dc.calibrated import FitCache, compress_calibrated
+    from onnx_dc.calibration.compress import FitCache, compress_calibrated
 
     model = builders.mlp((64, 48, 32, 10))
     feeds = {"input": _calibration(model, tmp_path / "cal.npz", n=300)["input"]}
@@ -417,15 +415,15 @@ def test_off_a_terminal_long_runs_print_plain_progress_lines(tmp_path, monkeypat
 def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
     """With output_fit 'kl' the output layer's candidates are fitted as compression fits them (the KL refit),
     the hidden layers' as before; with 'mse' no KL refit runs."""
-    import onnx_dc.calibrated as calibrated
-    from onnx_dc import layer_sensitivity
+    import onnx_dc.calibration.compress as calibrated
+    import onnx_dc.calibration.fit as fit
 
     model = builders.mlp((64, 48, 32, 10))
     src = builders.save(model, tmp_path / "in.onnx")
     _calibration(model, tmp_path / "cal.npz", n=300)
     calls = []
-    real = calibrated._fit_classifier
-    monkeypatch.setattr(calibrated, "_fit_classifier", lambda problem, *a, **k: calls.append(problem.w.shape) or
+    real = fit.fit_classifier
+    monkeypatch.setattr(fit, "fit_classifier", lambda problem, *a, **k: calls.append(problem.w.shape) or
                         real(problem, *a, **k))
     run = {fit: onnx_dc.sensitivity(src, str(tmp_path / "cal.npz"), sparsities=(0.5, 0.9),
                                     options=CompressOptions(min_weights=16, output_fit=fit)) for fit in ("mse", "kl")}
@@ -438,7 +436,7 @@ def test_sensitivity_honours_output_fit(tmp_path, monkeypatch):
     # with the analysis' one-shot OBS mask).
     fc3 = [layer for layer in find_layers(model, 16)[0] if layer.weight_name == "fc3.weight"]
     cal = {"input": np.load(tmp_path / "cal.npz")["input"]}
-    policy = layer_sensitivity.LayerPolicy(0.9, 5, int(CompressOptions().index_bits.for_kind("fc")))
+    policy = LayerPolicy(0.9, 5, int(CompressOptions().index_bits.for_kind("fc")))
     fitted = calibrated.compress_calibrated(model, fc3, [policy], cal, prune_method="obs-oneshot", output_fit="kl")
     point = by["kl"][("fc3.weight", 0.9, 5)]
     assert len(fitted[0].packed.payload) == point.payload_bytes
@@ -454,9 +452,9 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
 
     sizes = iter([1010, 1005, 990, 995])  # bytes; the target is 1,000
     monkeypatch.setattr(api, "_build", lambda *a, **k: (_Sized(next(sizes)), []))
-    monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", lambda sens, budget: {})
-    monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: options)
-    monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
+    monkeypatch.setattr("onnx_dc.calibration.policy.choose_policy", lambda sens, budget: {})
+    monkeypatch.setattr("onnx_dc.calibration.policy.policy_options", lambda options, chosen: options)
+    monkeypatch.setattr("onnx_dc.api.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
     layer = SimpleNamespace(kind="fc", nbytes=10_000, weight_name="w")
     model, _, _ = api._build_to_ratio(None, [layer], [], opts, None, 10_000, sens=[])
@@ -466,7 +464,8 @@ def test_target_ratio_search_does_not_stop_just_above_the_target(monkeypatch):
 def test_policy_spends_the_budget_the_price_leaves():
     """Between two prices λ the chosen total jumps past the budget; the choice then spends what the fitting
     side left, on the moves that remove the most error per byte, and never exceeds the budget."""
-    from onnx_dc.layer_sensitivity import LayerSensitivity, Point, choose_policy
+    from onnx_dc.calibration.policy import choose_policy
+    from onnx_dc.calibration.sensitivity import LayerSensitivity, Point
 
     def layer(name, points):
         return LayerSensitivity(name, "fc", 1000, [Point(s, 5, b, e, 1.0) for s, b, e in points])
@@ -496,7 +495,7 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
     from types import SimpleNamespace
 
     from onnx_dc import api
-    from onnx_dc.layer_sensitivity import Point
+    from onnx_dc.calibration.sensitivity import Point
 
     def choose(sens, budget):  # 900 estimated bytes down to a budget of 500, then 800
         return {"w": Point(0.9, 5, 900 if budget >= 500 else 800, 0.0, 1.0)}
@@ -508,9 +507,9 @@ def test_target_ratio_search_moves_a_policy_that_sits_below_its_budget(monkeypat
         return _Sized(options + 110), []  # the real file: estimate + 110 bytes; the target is 1,000
 
     monkeypatch.setattr(api, "_build", build)
-    monkeypatch.setattr("onnx_dc.layer_sensitivity.choose_policy", choose)
-    monkeypatch.setattr("onnx_dc.layer_sensitivity.policy_options", lambda options, chosen: chosen["w"].payload_bytes)
-    monkeypatch.setattr("onnx_dc.evaluate.load_data", lambda path, model: ({}, None))
+    monkeypatch.setattr("onnx_dc.calibration.policy.choose_policy", choose)
+    monkeypatch.setattr("onnx_dc.calibration.policy.policy_options", lambda options, chosen: chosen["w"].payload_bytes)
+    monkeypatch.setattr("onnx_dc.api.load_data", lambda path, model: ({}, None))
     opts = CompressOptions(calibration="unused.npz", target_ratio=10)
     layer = SimpleNamespace(kind="fc", nbytes=10_000, weight_name="w")
     model, _, chosen = api._build_to_ratio(None, [layer], [], opts, None, 10_000, sens=[])

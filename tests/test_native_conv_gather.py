@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnx_dc import reference
 from onnx_dc.codec import compress_tensor, pack_tensor
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import lib_path, native, opsets, run_python  # noqa: F401
 
 
@@ -234,7 +234,7 @@ def test_scalar_kernel_in_a_fresh_process(lib_path):
     """ONNX_DC_KERNEL=scalar set before the process starts gives the same bits as the default kernel set."""
     script = """
 import sys, numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_conv_gather import _conv_case, conv_model
 blob, _, x, bias, attrs = _conv_case("parallel-3x3")
 y = make_session(conv_model(blob, list(x.shape), bias, **attrs), intra_op_threads=2).run(None, {"X": x})[0]
@@ -331,7 +331,7 @@ def test_gather_shape_inference(lib_path):
 _ERROR_SCRIPT = """
 import numpy as np
 from onnx import TensorProto
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_conv_gather import conv_model, gather_model, make_payload
 rng = np.random.default_rng(1)
 try:

@@ -25,7 +25,7 @@ BAD = [v for v in MANIFEST if not v["valid"]]
 _SESSION_SCRIPT = """
 import sys
 import numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import decode_model, sparse_gemm_model
 blob = open(sys.argv[1], "rb").read() if len(sys.argv) > 1 else None
 {setup}
@@ -92,7 +92,7 @@ def test_corrupted_payload_fails_session_creation(lib_path, name):
 def test_payload_must_be_a_constant(lib_path):
     code = """
 import numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 try:
@@ -148,7 +148,7 @@ def test_cpp_selftest_on_corrupted_payloads(tmp_path, sanitized):
 _ASAN_SCRIPT = """
 import glob
 import numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import decode_model, random_payload, sparse_gemm_model
 rejected = 0
 for path in sorted(glob.glob("tests/vectors/*.bin")):

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onnx_dc.codec.payload import PayloadError, read_payload
-from onnx_dc.runtime import NativeError
+from onnx_dc.native import NativeError
 from test_native_runtime import decode_model, lib_path, native, python_dense, random_payload  # noqa: F401
 
 VECTORS = Path(__file__).resolve().parent / "vectors"
@@ -64,7 +64,7 @@ def test_cpp_decodes_what_python_decodes(native, i):
 
 @pytest.mark.parametrize("i", [0, 1, 3, 9, 10, 11, 12, 13])
 def test_dcdecode_in_onnxruntime(lib_path, i):
-    from onnx_dc.runtime import make_session
+    from onnx_dc.session import make_session
     blob = _case_blob(i)
     expected = python_dense(blob)
     for threads in (1, 2):

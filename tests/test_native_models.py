@@ -12,7 +12,7 @@ import builders
 import onnx_dc
 from onnx_dc.config import CompressOptions, PerKind
 from onnx_dc.reference import run_reference
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import lib_path  # noqa: F401
 
 OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5), bits=PerKind(4, 6), index_bits=PerKind(3, 4), min_weights=16)

@@ -25,12 +25,13 @@ def test_wheel_carries_the_library(tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         assert names.count("onnx_dc/libonnx_dc_ops.so") == 1  # CMake's, even if a dev build sits in onnx_dc/
-        assert "onnx_dc/runtime.py" in names
+        assert "onnx_dc/native.py" in names
         zf.extract("onnx_dc/libonnx_dc_ops.so", tmp_path / "unpacked")
     lib = tmp_path / "unpacked" / "onnx_dc" / "libonnx_dc_ops.so"
     code = """
 import numpy as np
-from onnx_dc.runtime import get_library_path, make_session
+from onnx_dc.native import get_library_path
+from onnx_dc.session import make_session
 from test_native_runtime import python_dense, random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(2), (20, 30), 0.4, 4, 4)
 x = np.random.default_rng(3).standard_normal((5, 30)).astype(np.float32)

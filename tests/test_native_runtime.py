@@ -1,4 +1,4 @@
-"""onnx_dc.runtime (finding the library, making sessions) and the helpers every tests/test_native_*.py uses.
+"""onnx_dc.native (finding the library, making sessions) and the helpers every tests/test_native_*.py uses.
 
 The native tests run against the library built from this checkout: `native_library()` rebuilds it
 incrementally with scripts/build_native.sh (a no-op when nothing changed) and returns its path. Where it
@@ -50,7 +50,7 @@ def _have_toolchain() -> bool:
 
 def native_library() -> str:
     """Path of the freshly built libonnx_dc_ops.so (or ONNX_DC_LIBRARY's); skips/fails if there is none."""
-    from onnx_dc.runtime import LIBRARY_ENV, LibraryNotFoundError, get_library_path
+    from onnx_dc.native import LIBRARY_ENV, LibraryNotFoundError, get_library_path
 
     if not os.environ.get(LIBRARY_ENV):
         if _have_toolchain() and _headers_available():
@@ -99,7 +99,7 @@ def lib_path() -> str:
 
 @pytest.fixture(scope="module")
 def native(lib_path):
-    from onnx_dc.runtime import NativeLibrary
+    from onnx_dc.native import NativeLibrary
     return NativeLibrary(lib_path)
 
 
@@ -189,7 +189,7 @@ def _tiny_model() -> tuple[bytes, bytes, np.ndarray]:
 
 
 def test_library_path_is_inside_the_package_by_default(lib_path, monkeypatch):
-    from onnx_dc.runtime import LIBRARY_ENV, get_library_path
+    from onnx_dc.native import LIBRARY_ENV, get_library_path
     if os.environ.get(LIBRARY_ENV):
         pytest.skip("ONNX_DC_LIBRARY is set for this run")
     path = Path(get_library_path())
@@ -197,7 +197,7 @@ def test_library_path_is_inside_the_package_by_default(lib_path, monkeypatch):
 
 
 def test_library_env_override(lib_path, tmp_path, monkeypatch):
-    from onnx_dc.runtime import LIBRARY_ENV, LibraryNotFoundError, get_library_path
+    from onnx_dc.native import LIBRARY_ENV, LibraryNotFoundError, get_library_path
     copy = tmp_path / "custom.so"
     copy.write_bytes(Path(lib_path).read_bytes())
     monkeypatch.setenv(LIBRARY_ENV, str(copy))
@@ -208,7 +208,7 @@ def test_library_env_override(lib_path, tmp_path, monkeypatch):
 
 
 def test_missing_library_names_the_setup_command(monkeypatch, tmp_path):
-    import onnx_dc.runtime as runtime
+    import onnx_dc.native as runtime
     monkeypatch.delenv(runtime.LIBRARY_ENV, raising=False)
     monkeypatch.setattr(runtime, "__file__", str(tmp_path / "runtime.py"))
     with pytest.raises(runtime.LibraryNotFoundError, match="scripts/setup.sh"):
@@ -217,7 +217,7 @@ def test_missing_library_names_the_setup_command(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("form", ["bytes", "path", "proto"])
 def test_make_session_accepts_bytes_paths_and_protos(lib_path, tmp_path, form):
-    from onnx_dc.runtime import make_session
+    from onnx_dc.session import make_session
     blob, model, dense = _tiny_model()
     arg = {"bytes": model, "path": tmp_path / "m.onnx", "proto": onnx.load_from_string(model)}[form]
     if form == "path":
@@ -231,7 +231,7 @@ def test_make_session_accepts_bytes_paths_and_protos(lib_path, tmp_path, form):
 
 def test_make_session_uses_given_session_options(lib_path):
     import onnxruntime as ort
-    from onnx_dc.runtime import make_session
+    from onnx_dc.session import make_session
     _, model, _ = _tiny_model()
     options = ort.SessionOptions()
     options.log_severity_level = 3

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import (  # noqa: F401
     lib_path, native, python_dense, random_payload, run_python, sparse_gemm_model,
 )
@@ -165,7 +165,7 @@ def test_downstream_shape_inference_sees_the_value_info(lib_path):
 
 _ERROR_SCRIPT = """
 import numpy as np, onnxruntime as ort
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 model = sparse_gemm_model(blob, {x_decl!r}, bias={bias})
@@ -313,7 +313,7 @@ def test_the_form_follows_the_density(native):
 
 
 def test_gemm_options_are_checked(native):
-    from onnx_dc.runtime import NativeError
+    from onnx_dc.native import NativeError
     blob = random_payload(np.random.default_rng(1), (10, 20), 0.5, 3, 3)
     for bad, message in [("kernel=sse9", "unknown kernel"), ("parts=0", "positive integer"), ("parts=-3", "positive"),
                          ("colour=red", "unknown option"), ("kernel", "key=value"), ("form=csr", "unknown form"),
@@ -361,7 +361,7 @@ def test_onnxruntime_kernel_sets_and_threads_agree_with_the_reference(native, li
 def test_onnxruntime_rejects_an_unknown_kernel_request(lib_path):
     proc = run_python("""
 import numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 try:
@@ -378,7 +378,7 @@ else:
 def test_debug_variable_reports_the_chosen_form(lib_path):
     proc = run_python("""
 import numpy as np
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 make_session(sparse_gemm_model(blob, ["M", 50]), intra_op_threads=1)

@@ -1,4 +1,4 @@
-"""The sensitivity analysis runs only the graph downstream of the layer it changes (onnx_dc.graph.suffix)."""
+"""The sensitivity analysis runs only the graph downstream of the layer it changes (onnx_dc.calibration.suffix)."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -7,9 +7,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import builders
 import onnx_dc
-import onnx_dc.layer_sensitivity as layer_sensitivity
+import onnx_dc.calibration.sensitivity as layer_sensitivity
 from onnx_dc.config import CompressOptions
-from onnx_dc.graph.suffix import downstream_cut, sliced
+from onnx_dc.calibration.suffix import downstream_cut, sliced
 
 
 def _residual():

@@ -17,7 +17,7 @@ import onnx_dc
 from onnx_dc.config import CompressOptions, PerKind
 from onnx_dc.graph.fold import fold_constant_chains
 from onnx_dc.reference import run_reference
-from onnx_dc.runtime import make_session
+from onnx_dc.session import make_session
 from test_native_runtime import lib_path  # noqa: F401
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

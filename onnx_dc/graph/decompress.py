@@ -6,24 +6,15 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ..codec.payload import PayloadError, read_info, read_payload
-from .rewrite import DOMAIN, META_LAYERS, PAYLOAD_INPUT, _Names, get_metadata
-
-
-DECODE_ALWAYS_ELEMENTS = 1 << 26  # custom_ops/src/register.cc (DCDecode): always accepted
-DECODE_ELEMENTS_PER_BYTE = 65536  # beyond that, at most this many elements per payload byte
+from ..native import NativeError, native_library
+from ..operators import DOMAIN, PAYLOAD_INPUT, decode_limit_elements
+from .rewrite import META_LAYERS, FreshNames, get_metadata
 
 
 def decode_dense_fast(blob: bytes) -> np.ndarray:
     """The dense tensor of a payload: by the native library's reader when it is built (hundreds of MB/s),
     else by the Python reader (the specification; a few MB/s). Both validate the same rules."""
-    from ..codec.payload import PayloadError
-
-    try:
-        from ..runtime import NativeError, NativeLibrary, native_library
-
-        native: NativeLibrary | None = native_library()
-    except (ImportError, OSError):
-        native = None
+    native = native_library()
     if native is None:
         return read_payload(blob).dense()
     try:
@@ -49,7 +40,7 @@ def decompress_model(model: onnx.ModelProto) -> onnx.ModelProto:
         if name not in inits:
             raise ValueError(f"payload {name!r} is not an initializer of the model")
         decoded[name] = decode_dense_fast(numpy_helper.to_array(inits[name]).tobytes())
-    names = _Names(out)
+    names = FreshNames(out)
     # The original weight names are free again once the payloads are gone.
     for r in records.values():
         names.used.discard(r.get("weight"))
@@ -142,7 +133,7 @@ def decode_constant_payloads(model: onnx.ModelProto) -> tuple[onnx.ModelProto, i
         blob = numpy_helper.to_array(inits[node.input[0]]).tobytes()
         info, _ = read_info(blob)  # header checks only; raises PayloadError
         # The native DCDecode's rule: a tensor larger than its payload can justify is refused, not allocated.
-        if info.rows * info.cols > max(DECODE_ALWAYS_ELEMENTS, DECODE_ELEMENTS_PER_BYTE * len(blob)):
+        if info.rows * info.cols > decode_limit_elements(len(blob)):
             raise PayloadError(f"payload {node.input[0]!r} declares {info.rows * info.cols} elements, more than "
                                "its size can justify")
         blobs[node.name, node.output[0]] = blob

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .match import GraphIndex, _attr, names_used_in_subgraphs
+from .model import GraphIndex, attr, names_used_in_subgraphs
 
 FOLDABLE = ("Identity", "Cast", "Transpose")
 
@@ -73,7 +73,7 @@ def _fold_once(model: onnx.ModelProto, base_dir: str | None) -> int:
             continue
         if len(index.consumers.get(src, [])) != 1 or src in protected:
             continue  # another reader of the source: folding would keep two copies
-        if node.op_type == "Cast" and _attr(node, "to", None) != onnx.TensorProto.FLOAT:
+        if node.op_type == "Cast" and attr(node, "to", None) != onnx.TensorProto.FLOAT:
             continue
         value = index.constant(src)
         if value is None:
@@ -81,7 +81,7 @@ def _fold_once(model: onnx.ModelProto, base_dir: str | None) -> int:
         if node.op_type == "Cast":
             value = value.astype(np.float32)
         else:
-            perm = list(_attr(node, "perm", None) or range(value.ndim)[::-1])
+            perm = list(attr(node, "perm", None) or range(value.ndim)[::-1])
             value = np.transpose(value, perm)
         new_inits.append(numpy_helper.from_array(np.ascontiguousarray(value), dst))
         drop.add(i)

@@ -7,7 +7,8 @@ import tempfile
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
+from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
 
 PROTOBUF_LIMIT = 2**31 - 1
 # Above this the output is written with its tensors in a side file (the protobuf limit is 2 GiB).
@@ -48,11 +49,9 @@ def materialize_external(model: onnx.ModelProto, base: Path, skip: set[str] = fr
                          check_only: bool = False) -> None:
     """Check every external data reference and read the data into the model (except tensors named in
     `skip`, and all of them with `check_only`)."""
-    from onnx.external_data_helper import _get_all_tensors, load_external_data_for_tensor, uses_external_data
-
     base = Path(base)
     base_real = base.resolve()
-    for tensor in _get_all_tensors(model):
+    for tensor in _all_tensors(model):
         if not uses_external_data(tensor):
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
@@ -68,6 +67,37 @@ def materialize_external(model: onnx.ModelProto, base: Path, skip: set[str] = fr
         del tensor.external_data[:]
 
 
+def _all_tensors(model: onnx.ModelProto):
+    """Every TensorProto of the model that may hold external data, as onnx's own loader walks them: the
+    initializers of the main graph and its subgraphs, then the tensor attributes (Constant values) of every
+    node, functions' included."""
+    def subgraphs(node):
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                yield attr.g
+            yield from attr.graphs
+
+    def initializers(graph):
+        yield from graph.initializer
+        for node in graph.node:
+            for sub in subgraphs(node):
+                yield from initializers(sub)
+
+    def attribute_tensors(graph):
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors
+            for sub in subgraphs(node):
+                yield from attribute_tensors(sub)
+
+    yield from initializers(model.graph)
+    yield from attribute_tensors(model.graph)
+    for function in model.functions:
+        yield from attribute_tensors(function)
+
+
 def files_of(path) -> list[Path]:
     """The model file and the external data files it references."""
     path = Path(path)
@@ -76,10 +106,8 @@ def files_of(path) -> list[Path]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
         return files
-    from onnx.external_data_helper import _get_all_tensors, uses_external_data
-
     seen = set()
-    for tensor in _get_all_tensors(model):
+    for tensor in _all_tensors(model):
         if uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             if location and location not in seen:
@@ -117,8 +145,6 @@ def _default_permissions(path: Path) -> None:
 def proto_size(model: onnx.ModelProto) -> int:
     """The model's serialised size; past protobuf's 2 GiB limit, a number above the limit (protobuf
     cannot even count such a message)."""
-    from google.protobuf.message import EncodeError
-
     try:
         return model.ByteSize()
     except EncodeError:

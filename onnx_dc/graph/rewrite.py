@@ -7,20 +7,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .match import Layer, _attr, names_used_in_subgraphs
+from ..operators import CONV_ATTRIBUTES, DOMAIN, DOMAIN_VERSION
+from .model import Layer, attr, names_used_in_subgraphs
 
-DOMAIN = "onnx_dc"
-DOMAIN_VERSION = 1
 META_LAYERS = "onnx_dc.layers"
 META_SKIPPED = "onnx_dc.skipped"
 META_ORIGINAL_BYTES = "onnx_dc.original_bytes"
 META_VERSION = "onnx_dc.version"
-# Which input of each onnx_dc operator is its payload (docs/OPERATOR.md).
-PAYLOAD_INPUT = {"DCSparseGemm": 1, "DCSparseConv": 1, "DCDecode": 0, "DCGather": 0}
-CONV_ATTRIBUTES = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
-class _Names:
+class FreshNames:
     """Fresh, collision-free tensor and node names."""
 
     def __init__(self, model: onnx.ModelProto):
@@ -57,7 +53,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    names = _Names(out)
+    names = FreshNames(out)
     by_id = {id(n): i for i, n in enumerate(model.graph.node)}  # positions in the original order
     replace: dict[int, list[onnx.NodeProto]] = {}  # original position -> nodes to put there
     drop: set[int] = set()
@@ -81,7 +77,7 @@ def rewrite(model: onnx.ModelProto, layers: list[Layer], payloads: dict[str, byt
                 if node.output[0] in types and node.output[0] not in graph_outputs:
                     value_infos.append(types[node.output[0]])
                 records.append({"node": gather.name, "op": "Gather", "kind": "emb", "weight": layer.weight_name,
-                                "axis": int(_attr(node, "axis", 0))})
+                                "axis": int(attr(node, "axis", 0))})
             continue
         if layer.kind == "conv" and layer.exec == "sparse":
             bias_override = None

@@ -1,29 +1,35 @@
-"""Per-layer sensitivity to pruning and quantization, and the automatic per-layer policy built on it.
+"""Per-layer sensitivity to pruning and quantization (the automatic policy built on it: policy.py).
 
 Each layer is compressed *alone* at each candidate setting and the model is run on calibration data (only
-the part from that layer on: graph/suffix.py): the output error it causes (relative squared error of each
+the part from that layer on: suffix.py): the output error it causes (relative squared error of each
 floating-point output of the model, averaged over them; and top-1 agreement on the first) is that
-setting's cost; its payload size is the price. A target file-size ratio is then met at the least
-total error by a Lagrangian choice over the layers (errors of different layers add up, roughly).
+setting's cost; its payload size is the price.
 """
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import onnx
 
-from .codec import compress_tensor, pack_tensor
-from .codec.refit import LayerStats, prune_reconstruct, quantize_gptq, quantize_refit, refit_problem
-from .config import CompressOptions, ConfigError, LayerPolicy
-from .graph.calibrate import as_rows, batches, layer_inputs, session, with_outputs
-from .graph.decompress import decompress_model
-from .graph.match import Layer
-from .graph.model_io import PROTOBUF_LIMIT, proto_size
-from .graph.rewrite import rewrite
-from .graph.suffix import downstream_cut, sliced
+from ..codec import compress_tensor
+from ..config import CompressOptions, ConfigError
+from ..graph.decompress import decompress_model
+from ..graph.model import Layer
+from ..graph.model_io import PROTOBUF_LIMIT, proto_size
+from ..graph.rewrite import rewrite
+from ..plots import pyplot
+from ..session import new_session
+from .capture import as_rows, batches, layer_inputs, with_outputs
+from .fit import fit_layer, kl_row_stride, layer_bias, layer_problem
+from .neighbours import downstream as find_downstream
+from .neighbours import is_classifier, row_weight
+from .solvers import LayerStats, prune_reconstruct
+from .suffix import downstream_cut, sliced
 
 DEFAULT_SPARSITIES = (0.0, 0.5, 0.6, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98)
 DEFAULT_BITS = {"fc": (4, 5, 6), "conv": (6, 7, 8)}
@@ -74,7 +80,7 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     the calibration data; `labels` go with eval_feeds). With options.calibration set, each candidate is
     compressed data-aware from `feeds` (one-shot OBS + refits, the fast variant), else by magnitude +
     k-means. The output layer is fitted as compression will fit it: with options.output_fit 'kl' a
-    classifier output layer is refitted to the original predicted distribution (calibrated._fit_classifier),
+    classifier output layer is refitted to the original predicted distribution (fit.fit_classifier),
     so its candidates are priced at the errors that the written model will have. `jobs` > 1: the
     candidates run in that many worker processes (the result does not depend on it)."""
     bits = bits or DEFAULT_BITS
@@ -82,7 +88,7 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     feeds = eval_feeds if eval_feeds is not None else feeds
     # Every floating-point output is measured (a detector's boxes and scores alike); top-1 agreement and
     # accuracy are read from the first.
-    sess = session(model.SerializeToString())
+    sess = new_session(model, quiet=True)
     measured = [o.name for o in sess.get_outputs() if o.type in _FLOAT_TYPES]
     if not measured:
         raise ConfigError("the model has no floating-point output to measure the compression error on "
@@ -90,9 +96,7 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     reference = _outputs(sess, _eval_batches(feeds), measured)
     energy = {name: float((ref.astype(np.float64) ** 2).sum()) or 1.0 for name, ref in reference.items()}
     top = reference[measured[0]].argmax(1)
-    from .calibrated import _downstream, _row_weight
-
-    downstream = _downstream(model, layers) if options.calibration else [(None, False)] * len(layers)
+    downstream = find_downstream(model, layers) if options.calibration else [(None, False)] * len(layers)
     kl_layers = _kl_layers(layers, options, downstream)
     stats, kept = _layer_stats(model, layers, calib, kl_layers) if options.calibration else ({}, {})
     ctx = _Context(model, feeds, reference, energy, top, labels, options, {kind: tuple(b) for kind, b in bits.items()})
@@ -101,8 +105,8 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
     for li, (layer, (nxt, _)) in enumerate(zip(layers, downstream)):
         problem = _problem(layer, stats.get(layer.weight_name))
         # The survivor budget shared across the outputs as compress --calibration shares it.
-        row_weight = _row_weight(layer, layers[nxt]) if nxt is not None else None
-        tasks += [(li, (layer, problem, s, row_weight, kept.get(layer.weight_name))) for s in sparsities]
+        weights = row_weight(layer, layers[nxt]) if nxt is not None else None
+        tasks += [(li, (layer, problem, s, weights, kept.get(layer.weight_name))) for s in sparsities]
     total = sum(len(sparsities) * len(bits[layer.kind]) for layer in layers)
     points: dict[tuple[int, float], list] = {}
     done = 0
@@ -115,9 +119,6 @@ def analyse(model: onnx.ModelProto, layers: list[Layer], options: CompressOption
             progress(f"{layers[li].weight_name} keep {1 - s:.0%}", done, total)
 
     if jobs > 1 and len(tasks) > 1 and proto_size(model) < PROTOBUF_LIMIT:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         # Workers get the model and the data once (initializer); a task carries one layer's fitting problem.
         # They keep BLAS's and onnxruntime's default threads, as this process: the output layer's KL fit
         # amplifies the last-bit differences another thread count gives (LeNet-5's fc2 at 50%: 1.2% vs 2.5%
@@ -155,7 +156,7 @@ class _Context:
     labels: np.ndarray | None
     options: CompressOptions
     bits: dict
-    # The last layer's cut (graph.suffix): (weight name, ({tensor: (type, rank)}, [(rows, feeds) per batch],
+    # The last layer's cut (suffix.py): (weight name, ({tensor: (type, rank)}, [(rows, feeds) per batch],
     # measured outputs downstream) or None). One layer at a time: tasks come layer by layer, and cuts can be
     # large.
     cut: tuple | None = field(default=None, repr=False)
@@ -175,7 +176,7 @@ class _Context:
             return None  # nothing before the layer to skip
         names, outputs = found
         computed = [n for n in names if n not in graph_inputs]
-        sess = session(sliced(self.model, {}, computed).SerializeToString())  # only the part before the cut
+        sess = new_session(sliced(self.model, {}, computed), quiet=True)  # only the part before the cut
         out, size = [], 0
         for rows, batch in _eval_batches(self.feeds):
             values = dict(zip(computed, sess.run(computed, batch)))
@@ -215,10 +216,10 @@ def _rebound(layer: Layer, nodes: dict) -> Layer:
     return dataclasses.replace(layer, uses=uses)
 
 
-def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row_weight, kl_rows) -> list:
+def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, weights, kl_rows) -> list:
     """The points of one layer at one sparsity: pruned once, then compressed at each bit width and the
     whole model run with that layer alone replaced."""
-    rec = _prune(problem, sparsity, ctx.options, row_weight)
+    rec = _prune(problem, sparsity, ctx.options, weights)
     cut = ctx.cut_for(layer)
     names = list(ctx.reference)
     out = []
@@ -227,12 +228,12 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
         candidate, _ = rewrite(ctx.model, [new_layer], {layer.weight_name: packed.payload})
         candidate = decompress_model(candidate)
         if cut is None:
-            y = _outputs(session(candidate.SerializeToString()), _eval_batches(ctx.feeds), names)
+            y = _outputs(new_session(candidate, quiet=True), _eval_batches(ctx.feeds), names)
         else:  # only the graph from the layer on, fed with the original's values there
             types, cut_batches, changed = cut
             y = dict(ctx.reference)  # outputs the layer does not reach are the original's
             if changed:
-                y.update(_outputs(session(sliced(candidate, types, changed).SerializeToString()), cut_batches,
+                y.update(_outputs(new_session(sliced(candidate, types, changed), quiet=True), cut_batches,
                                   changed))
         # The mean over outputs of each one's relative squared error (one output: E‖Δy‖² / E‖y‖²).
         error = np.mean([((y[n].astype(np.float64) - ctx.reference[n]) ** 2).sum() / ctx.energy[n] for n in names])
@@ -246,21 +247,17 @@ def _candidate_points(ctx: _Context, layer: Layer, problem, sparsity: float, row
 
 def _kl_layers(layers, options: CompressOptions, downstream) -> set[str]:
     """The layers compress --calibration refits to the predicted distribution (output_fit 'kl')."""
-    from .calibrated import _bias, _is_classifier
-
     if not options.calibration or options.output_fit != "kl":
         return set()
     return {layer.weight_name for layer, (_, final) in zip(layers, downstream)
-            if _is_classifier(layer, final) and _bias(layer) is not None}
+            if is_classifier(layer, final) and layer_bias(layer) is not None}
 
 
 def _layer_stats(model, layers, feeds, kl_layers=frozenset()) -> tuple[dict[str, LayerStats], dict[str, np.ndarray]]:
     """Per layer: its input statistics; for the layers in `kl_layers`, also the input rows the KL refit
     needs (thinned as compress_calibrated thins them)."""
-    from .calibrated import kl_row_stride
-
     names = sorted({n for layer in layers for n in layer_inputs(layer)})
-    sess = session(with_outputs(model, names))
+    sess = new_session(with_outputs(model, names), quiet=True)
     stats = {layer.weight_name: LayerStats(layer.weight.reshape(layer.shape[0], -1).shape[1]) for layer in layers}
     kept = {name: [] for name in kl_layers}
     n_samples = len(next(iter(feeds.values())))
@@ -277,12 +274,7 @@ def _layer_stats(model, layers, feeds, kl_layers=frozenset()) -> tuple[dict[str,
 
 
 def _problem(layer: Layer, stats: LayerStats | None):
-    from .calibrated import _bias
-
-    if stats is None:
-        return None
-    bias = _bias(layer)
-    return refit_problem(layer.weight.reshape(layer.shape[0], -1), bias, stats, free_bias=bias is not None)
+    return None if stats is None else layer_problem(layer, stats)
 
 
 def candidate_prune_method(prune_method: str) -> str:
@@ -292,90 +284,26 @@ def candidate_prune_method(prune_method: str) -> str:
     return "magnitude" if prune_method == "magnitude" else "obs-oneshot"
 
 
-def _prune(problem, sparsity: float, options: CompressOptions, row_weight=None):
+def _prune(problem, sparsity: float, options: CompressOptions, weights=None):
     if problem is None:
         return None
-    return prune_reconstruct(problem, sparsity, candidate_prune_method(options.prune_method), row_weight=row_weight)
+    return prune_reconstruct(problem, sparsity, candidate_prune_method(options.prune_method), row_weight=weights)
 
 
 def _compress_one(layer: Layer, problem, rec, sparsity: float, bits: int, options: CompressOptions,
                   kl_rows: np.ndarray | None = None):
-    from .calibrated import _fit_classifier, _with_bias
-
     index_bits = int(options.index_bits.for_kind(layer.kind))
     if problem is None:
         packed = compress_tensor(layer.weight, sparsity, bits, index_bits, init=options.init, seed=options.seed,
                                  huffman=options.huffman)
         return packed, layer
-    if kl_rows is not None:
-        # output_fit 'kl': the classifier output layer fitted exactly as compress --calibration fits it (the
-        # layer alone, so the compressed model's inputs are the original's).
-        q = _fit_classifier(problem, rec, kl_rows, kl_rows, bits, options.init, options.seed, options.quantizer)
-    elif options.quantizer == "kmeans":
-        q = quantize_refit(problem, rec, bits, init=options.init, seed=options.seed)
-    else:
-        # The quantizer of compress --calibration (one round), so the payload sizes are the ones it writes.
-        q = quantize_gptq(problem, rec, bits, init=options.init, seed=options.seed, rounds=1)
-    packed = pack_tensor(layer.shape, q.mask, q.labels, q.codebook, bits, index_bits, options.huffman)
-    return packed, (_with_bias(layer, q.bias) if problem.free_bias else layer)
-
-
-def choose_policy(sens: list[LayerSensitivity], budget_bytes: float) -> dict[str, Point]:
-    """Per layer, the point minimising the total output error with the payloads' total within budget
-    (Lagrangian relaxation: for a price λ per byte each layer picks argmin error + λ·bytes; λ is bisected
-    to the smallest price that fits; then the budget it leaves is spent greedily, see _fill_budget).
-    Raises ConfigError if even the smallest payloads do not fit."""
-    def pick(lam):
-        return {s.name: min(s.points, key=lambda p: (p.output_error + lam * p.payload_bytes, p.payload_bytes))
-                for s in sens}
-
-    smallest = sum(min(p.payload_bytes for p in s.points) for s in sens)
-    if smallest > budget_bytes:
-        raise ConfigError(f"--target-ratio: even the smallest settings tried need {smallest:,} bytes of payload, "
-                          f"the target allows {int(budget_bytes):,}")
-    lo, hi = 0.0, 1.0
-    while sum(p.payload_bytes for p in pick(hi).values()) > budget_bytes:
-        hi *= 4
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        if sum(p.payload_bytes for p in pick(mid).values()) > budget_bytes:
-            lo = mid
-        else:
-            hi = mid
-    return _fill_budget(sens, pick(hi), budget_bytes)
-
-
-def _fill_budget(sens: list[LayerSensitivity], chosen: dict[str, Point], budget_bytes: float) -> dict[str, Point]:
-    """The price λ only reaches each layer's lower convex hull of (bytes, error): between two prices the
-    total jumps past the budget, and the fitting side can leave much of it unused (LeNet-5 asked for 35x
-    got 40x). Spend what is left: repeatedly take the move of one layer to a point of less error that
-    removes the most error per added byte and keeps the total within budget (a move that also saves bytes
-    is taken first). Every move lowers the total error, so this ends."""
-    chosen = dict(chosen)
-    total = sum(p.payload_bytes for p in chosen.values())
-    while True:
-        best, best_key = None, None
-        for s in sens:
-            current = chosen[s.name]
-            for p in s.points:
-                gain = current.output_error - p.output_error
-                extra = p.payload_bytes - current.payload_bytes
-                if gain <= 0 or total + extra > budget_bytes:
-                    continue
-                key = (extra <= 0, gain / max(extra, 1))
-                if best_key is None or key > best_key:
-                    best, best_key = (s.name, p, extra), key
-        if best is None:
-            return chosen
-        name, point, extra = best
-        chosen[name] = point
-        total += extra
-
-
-def policy_options(options: CompressOptions, chosen: dict[str, Point]) -> CompressOptions:
-    """The options with each layer's chosen sparsity and bits as per-layer overrides."""
-    return dataclasses.replace(options, layer_sparsity={**options.layer_sparsity, **{k: p.sparsity for k, p in chosen.items()}},
-                               layer_bits={**options.layer_bits, **{k: p.bits for k, p in chosen.items()}})
+    # As compress --calibration fits the layer, so that the payload sizes are the ones it writes: GPTQ in one
+    # round; with output_fit 'kl' the classifier output layer refitted to the predicted distribution (the
+    # layer alone, so the compressed model's inputs are the original's).
+    fitted = fit_layer(layer, problem, rec, bits, index_bits, quantizer=options.quantizer, init=options.init,
+                       seed=options.seed, huffman=options.huffman,
+                       kl_inputs=None if kl_rows is None else (kl_rows, kl_rows), gptq_rounds=1)
+    return fitted.packed, fitted.layer
 
 
 def sensitivity_rows(sens: list[LayerSensitivity]) -> list[dict]:
@@ -386,9 +314,7 @@ def sensitivity_rows(sens: list[LayerSensitivity]) -> list[dict]:
 def plot(sens: list[LayerSensitivity], path, default_bits: dict) -> None:
     """The paper's Figure 5: each layer pruned alone — agreement (or accuracy) and output error vs the
     fraction of its weights pruned, at each layer's default bits."""
-    from .plots import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     for s in sens:
         pts = sorted((p for p in s.points if p.bits == default_bits[s.kind]), key=lambda p: p.sparsity)
@@ -409,5 +335,5 @@ def plot(sens: list[LayerSensitivity], path, default_bits: dict) -> None:
     plt.close(fig)
 
 
-__all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "LayerPolicy", "LayerSensitivity", "Point", "analyse",
-           "choose_policy", "plot", "policy_options", "sensitivity_rows"]
+__all__ = ["DEFAULT_BITS", "DEFAULT_SPARSITIES", "LayerSensitivity", "Point", "analyse", "candidate_prune_method",
+           "plot", "sensitivity_rows"]

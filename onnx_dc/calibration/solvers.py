@@ -19,8 +19,8 @@ import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from .cluster import kmeans_1d
-from .prune import keep_count
+from ..codec.cluster import kmeans_1d
+from ..codec.prune import keep_count
 
 PRUNE_METHODS = ("obs", "obs-oneshot", "sparsegpt", "magnitude")
 SPARSEGPT_BLOCK = 128

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .config import CompressOptions, ConfigError
+from ..config import CompressOptions, ConfigError
+from .sensitivity import LayerSensitivity, Point, candidate_prune_method, sensitivity_rows
 
 FORMAT = "onnx-dc-sensitivity"
 # 2: a point's output error is averaged over every floating-point output (1: the first output only, which
@@ -48,9 +49,7 @@ def data_fingerprint(feeds: dict[str, np.ndarray]) -> str:
 
 
 def analysis_settings(options: CompressOptions) -> dict:
-    """The options that change a candidate's fit, payload size or price (layer_sensitivity.analyse)."""
-    from .layer_sensitivity import candidate_prune_method
-
+    """The options that change a candidate's fit, payload size or price (sensitivity.analyse)."""
     data_aware = bool(options.calibration)
     return {
         "data_aware": data_aware,
@@ -67,8 +66,6 @@ def analysis_settings(options: CompressOptions) -> dict:
 def save_analysis(path, sens, model: onnx.ModelProto, feeds: dict, options: CompressOptions,
                   evaluated_on: str) -> None:
     """Write the analysis atomically (a temporary file renamed into place)."""
-    from .layer_sensitivity import sensitivity_rows
-
     doc = {"format": FORMAT, "version": VERSION, "model": model_fingerprint(model),
            "calibration": data_fingerprint(feeds), "settings": analysis_settings(options),
            "evaluated_on": evaluated_on, "points": sensitivity_rows(sens)}
@@ -85,10 +82,8 @@ def save_analysis(path, sens, model: onnx.ModelProto, feeds: dict, options: Comp
 
 
 def load_analysis(path, model: onnx.ModelProto, feeds: dict, options: CompressOptions, layers) -> list:
-    """The saved analysis as layer_sensitivity.LayerSensitivity objects, after checking that it was made for
+    """The saved analysis as sensitivity.LayerSensitivity objects, after checking that it was made for
     this model, these calibration arrays, these settings and these layers (ConfigError otherwise)."""
-    from .layer_sensitivity import LayerSensitivity, Point
-
     where = f"--sensitivity {path}"
     try:
         doc = json.loads(Path(path).read_text())

@@ -1,11 +1,11 @@
 """Capture the inputs of layers with onnxruntime, batch by batch, as [rows, K] matrices (conv inputs as
-image patches), for data-aware compression."""
+image patches): the first step of data-aware compression and of the sensitivity analysis."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
 
-from .match import Layer, _attr
+from ..graph.model import Layer, attr
 
 
 def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
@@ -18,14 +18,6 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> bytes:
             m.graph.output.append(onnx.ValueInfoProto(name=name))
             existing.add(name)
     return m.SerializeToString()
-
-
-def session(model_bytes: bytes):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 
 def layer_inputs(layer: Layer) -> list[str]:
@@ -46,9 +38,9 @@ def as_rows(layer: Layer, use_index: int, x: np.ndarray) -> np.ndarray:
 def im2col(x: np.ndarray, node: onnx.NodeProto, kernel_shape) -> np.ndarray:
     n, c, h, w = x.shape
     kh, kw = kernel_shape[2], kernel_shape[3]
-    sh, sw = (list(_attr(node, "strides", [1, 1])) + [1, 1])[:2]
-    dh, dw = (list(_attr(node, "dilations", [1, 1])) + [1, 1])[:2]
-    auto_pad = _attr(node, "auto_pad", b"NOTSET")
+    sh, sw = (list(attr(node, "strides", [1, 1])) + [1, 1])[:2]
+    dh, dw = (list(attr(node, "dilations", [1, 1])) + [1, 1])[:2]
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     ekh, ekw = (kh - 1) * dh + 1, (kw - 1) * dw + 1
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
@@ -62,7 +54,7 @@ def im2col(x: np.ndarray, node: onnx.NodeProto, kernel_shape) -> np.ndarray:
     elif auto_pad == "VALID":
         pt = pb = pl = pr = 0
     else:
-        pt, pl, pb, pr = (list(_attr(node, "pads", [0, 0, 0, 0])) + [0] * 4)[:4]
+        pt, pl, pb, pr = (list(attr(node, "pads", [0, 0, 0, 0])) + [0] * 4)[:4]
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     win = np.lib.stride_tricks.sliding_window_view(xp, (ekh, ekw), axis=(2, 3))  # [n, c, H', W', ekh, ekw]
     win = win[:, :, ::sh, ::sw, ::dh, ::dw]

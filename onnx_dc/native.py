@@ -1,5 +1,6 @@
-"""The native library: where libonnx_dc_ops.so is, onnxruntime sessions that run onnx_dc operators, and a
-ctypes view of the library's small C API (payload decoding and kernels, for tests and benchmarks).
+"""The native library, the bottom floor: where libonnx_dc_ops.so is, and a ctypes view of its small C API
+(include/onnx_dc/c_api.h: payload decoding and kernels, for the decoder, tests and benchmarks). Sessions
+that run the onnx_dc operators are built above the graph layer, in session.py.
 
 The library is looked up in this order:
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -40,68 +40,6 @@ def get_library_path() -> str:
     if path.is_file():
         return str(path)
     raise LibraryNotFoundError(f"the onnx_dc native library {LIBRARY_NAME} is not in {path.parent}: {SETUP_HINT}")
-
-
-def make_session(model_path_or_bytes: Any, intra_op_threads: int | None = None, providers: list | None = None,
-                 predecode: bool = True, **kw: Any):
-    """An ``onnxruntime.InferenceSession`` that can run the ``onnx_dc`` operators.
-
-    ``model_path_or_bytes``: a path, serialized model bytes, or an ``onnx.ModelProto``.
-    ``intra_op_threads``: the session's intra-op thread count (None: onnxruntime's default).
-    ``providers``: defaults to ``["CPUExecutionProvider"]`` (the library's kernels are CPU kernels).
-    ``predecode``: decode the ``DCDecode`` constants (dense-run conv kernels, other constants) into plain
-    initializers in memory before the session is created, so that onnxruntime optimizes their consumers as
-    it would the original model's (it never constant-folds a custom operator); the file is not changed.
-    ``sess_options`` may be passed in ``kw``; the library is registered into it (so it is modified).
-    Other keyword arguments go to ``InferenceSession``.
-    """
-    import onnxruntime as ort
-
-    options = kw.pop("sess_options", None) or ort.SessionOptions()
-    options.register_custom_ops_library(get_library_path())
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = int(intra_op_threads)
-    if isinstance(model_path_or_bytes, os.PathLike):
-        model_path_or_bytes = os.fspath(model_path_or_bytes)
-    if predecode:
-        model_path_or_bytes = _predecoded(model_path_or_bytes)
-    if hasattr(model_path_or_bytes, "SerializeToString"):
-        model_path_or_bytes = model_path_or_bytes.SerializeToString()
-    return ort.InferenceSession(model_path_or_bytes, sess_options=options,
-                                providers=providers or ["CPUExecutionProvider"], **kw)
-
-
-def _predecoded(model: Any) -> Any:
-    """`model` with its DCDecode constants decoded (serialized bytes), or `model` itself when it has none,
-    when the result would not fit in one protobuf, or when anything about it is wrong (a file that does not
-    parse, a payload the reader refuses, a tensor too large to decode): onnxruntime then loads the model as
-    it is and reports what is wrong in its usual way. Predecoding is an optimization, never a new failure."""
-    try:
-        return _predecode(model)
-    except Exception:  # noqa: BLE001 - see above: the session reports the problem, not this shortcut
-        return model
-
-
-def _predecode(model: Any) -> Any:
-    import onnx
-
-    from .graph.decompress import decode_constant_payloads
-    from .graph.model_io import PROTOBUF_LIMIT, proto_size
-
-    if isinstance(model, str):
-        proto = onnx.load(model, load_external_data=False)
-        if not any(n.op_type == "DCDecode" and n.domain == "onnx_dc" for n in proto.graph.node):
-            return model
-        onnx.load_external_data_for_model(proto, os.path.dirname(os.path.abspath(model)))
-    elif isinstance(model, (bytes, bytearray)):
-        proto = onnx.ModelProto()
-        proto.ParseFromString(bytes(model))
-    else:
-        proto = model
-    decoded, count = decode_constant_payloads(proto)
-    if not count or proto_size(decoded) >= PROTOBUF_LIMIT:
-        return model
-    return decoded.SerializeToString()
 
 
 # ---- ctypes view of include/onnx_dc/c_api.h --------------------------------------------------------------
