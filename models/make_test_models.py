@@ -4,9 +4,9 @@ definitions with seeded random weights (nothing is downloaded or trained).
     pip install torch==2.13.0   # CPU build, from local disk
     python models/make_test_models.py
 
-They stand in for real exported models (issue 8): Conv kernels with folded BatchNorm, 1x1 projections,
+They stand in for real exported models: Conv kernels with folded BatchNorm, 1x1 projections,
 a depthwise conv, token / position / segment embedding tables behind `Gather`, and MatMul weights stored
-[in, out] as PyTorch's exporter writes them. The converter's tests and `bench/whole_models.py` use the
+[in, out] as PyTorch's exporter writes them. The converter's tests and `studies/whole_models.py` use the
 committed .onnx files; torch is needed only to regenerate them.
 """
 from __future__ import annotations

@@ -119,7 +119,7 @@ def _num(x, fmt):
 
 
 def table_rows(data: dict) -> tuple[list[list[str]], list[str]]:
-    """The report's per-layer rows and its total row, formatted (the CLI and the README tables share them)."""
+    """The report's per-layer rows and its total row, formatted (the CLI and the published tables in docs/results share them)."""
     rows = []
     for layer in data["layers"]:
         rows.append([layer["name"], layer["op"], "×".join(map(str, layer["shape"])), f"{layer['weights']:,}",
