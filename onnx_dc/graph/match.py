@@ -37,15 +37,22 @@ def _check_weight(tensor: onnx.TensorProto | None, name: str) -> Declined | None
     return None
 
 
-def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse, WeightSource] | Declined:
-    """(use, source of W[N,K]) for an eligible node."""
-    weight_name = node.input[1]
+def _weight_tensor(index: GraphIndex, weight_name: str, rank: int, wrong_rank) -> onnx.TensorProto | Declined:
+    """The weight's constant tensor if it is float32 of this rank; `wrong_rank(rank)` words the refusal."""
     tensor = index.constant_tensor(weight_name)
     declined = _check_weight(tensor, weight_name)
     if declined:
         return declined
-    if len(tensor.dims) != 2:
-        return Declined(f"weight has rank {len(tensor.dims)}; a fully-connected weight is 2-D")
+    if len(tensor.dims) != rank:
+        return Declined(wrong_rank(len(tensor.dims)))
+    return tensor
+
+
+def _match_fc(node: onnx.NodeProto, index: GraphIndex) -> tuple[FcUse, WeightSource] | Declined:
+    """(use, source of W[N,K]) for an eligible node."""
+    tensor = _weight_tensor(index, node.input[1], 2, lambda r: f"weight has rank {r}; a fully-connected weight is 2-D")
+    if isinstance(tensor, Declined):
+        return tensor
     if node.op_type == "Gemm":
         if attr(node, "transA", 0):
             return Declined("Gemm with transA=1 is not supported (its input would need a transpose)")
@@ -208,12 +215,10 @@ def _fc_layer(weight_name, nodes, index) -> Layer | Declined:
 
 
 def _conv_layer(weight_name, nodes, index) -> Layer | Declined:
-    tensor = index.constant_tensor(weight_name)
-    declined = _check_weight(tensor, weight_name)
-    if declined:
-        return declined
-    if len(tensor.dims) != 4:
-        return Declined(f"Conv weight of rank {len(tensor.dims)}; only 2-D convolutions (4-D kernels) are compressed")
+    tensor = _weight_tensor(index, weight_name, 4, lambda r: f"Conv weight of rank {r}; only 2-D convolutions "
+                                                             "(4-D kernels) are compressed")
+    if isinstance(tensor, Declined):
+        return tensor
     out_channels = int(tensor.dims[0])
     exec_form, exec_reason = None, ""
     if any(int(attr(node, "group", 1)) != 1 for node in nodes):
@@ -233,12 +238,9 @@ def _conv_layer(weight_name, nodes, index) -> Layer | Declined:
 
 
 def _emb_layer(weight_name, nodes, index) -> Layer | Declined:
-    tensor = index.constant_tensor(weight_name)
-    declined = _check_weight(tensor, weight_name)
-    if declined:
-        return declined
-    if len(tensor.dims) != 2:
-        return Declined(f"Gather table of rank {len(tensor.dims)}; DCGather takes 2-D tables")
+    tensor = _weight_tensor(index, weight_name, 2, lambda r: f"Gather table of rank {r}; DCGather takes 2-D tables")
+    if isinstance(tensor, Declined):
+        return tensor
     for node in nodes:
         if int(attr(node, "axis", 0)) not in (0, -2):
             return Declined(f"Gather along axis {attr(node, 'axis', 0)}; DCGather gathers rows (axis 0)")
