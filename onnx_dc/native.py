@@ -84,6 +84,8 @@ class NativeLibrary:
         lib.onnx_dc_decode_dense.argtypes = [u8p, size, ctypes.c_int, f32p, size, err, size]
         lib.onnx_dc_sparse_stats.argtypes = [u8p, size, ctypes.c_int, ctypes.POINTER(_SparseStats), err, size]
         lib.onnx_dc_spmm.argtypes = [u8p, size, ctypes.c_int, f32p, size, f32p, f32p, err, size]
+        lib.onnx_dc_decode_limit_elements.argtypes = [ctypes.c_uint64]
+        lib.onnx_dc_decode_limit_elements.restype = ctypes.c_uint64
         lib.onnx_dc_cpu_features.argtypes = []
         lib.onnx_dc_cpu_features.restype = ctypes.c_uint32
         lib.onnx_dc_gemm_create.argtypes = [u8p, size, ctypes.c_char_p, ctypes.POINTER(ctypes.c_void_p), err, size]
@@ -136,6 +138,11 @@ class NativeLibrary:
         self._call(self._lib.onnx_dc_spmm, blob, kernels[kernel], x.ctypes.data, x.shape[0],
                    None if bias is None else bias.ctypes.data, y.ctypes.data)
         return y
+
+    def decode_limit_elements(self, payload_bytes: int) -> int:
+        """The most elements DCDecode decodes a payload of this many bytes to (operators.decode_limit_elements
+        states the same rule)."""
+        return int(self._lib.onnx_dc_decode_limit_elements(int(payload_bytes)))
 
     def cpu_features(self) -> dict:
         """Which kernel sets exist here: {"avx2_compiled": bool, "avx2_runs": bool}."""

@@ -295,7 +295,6 @@ def quantize_refit(problem: RefitProblem, rec: Reconstruction, bits: int, init: 
     (`rounds` times; 0: k-means only). The bias is refitted last. Keeps the best round (by the
     calibration objective)."""
     w, b, h, g, stats = problem.w, problem.b, problem.h, problem.g, problem.stats
-    n_rows = w.shape[0]
     mask = rec.mask
     rows, cols = np.nonzero(mask)
     values = rec.weight[mask].astype(np.float64)
