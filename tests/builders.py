@@ -142,7 +142,7 @@ def random_feeds(model, batch=3, seq=5, seed=1, int_high=8) -> dict:
     return feeds
 
 
-# --- Whole-model quirks (issue 8): weights as exporters really write them ------------------------------------
+# --- Whole-model quirks: weights as exporters really write them ----------------------------------------------
 
 
 def constant_chain(kind: str, k=64, n=48, seed=0, opset=OPSET) -> onnx.ModelProto:

@@ -9,30 +9,27 @@ from __future__ import annotations
 
 import json
 import struct
-import zlib
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from onnx_dc.codec.payload import PayloadError, read_payload, write_payload
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/, for the payload surgery helpers the tests use too
 
-
-def fix_crc(blob: bytearray) -> bytes:
-    blob[-4:] = struct.pack("<I", zlib.crc32(bytes(blob[:-4])))
-    return bytes(blob)
+from onnx_dc.codec.payload import CHUNK_ENTRY, HEADER_SIZE, PayloadError, read_payload, write_payload  # noqa: E402
+from payload_surgery import dims_field, fix_crc, flip, get_field, patch, set_field  # noqa: E402
 
 
 def sections(blob: bytes) -> dict:
     """Byte offsets of every section (from the header)."""
-    rank, wb, ib, rcb, cbs = struct.unpack_from("<BBBBI", blob, 16)
-    rows, = struct.unpack_from("<Q", blob, 24)
-    n_chunks, = struct.unpack_from("<I", blob, 56)
-    isb, wsb = struct.unpack_from("<QQ", blob, 64)
-    out, pos = {}, 80
+    rank, wb, ib, rcb, cbs, rows, n_chunks, isb, wsb = (get_field(blob, name) for name in (
+        "rank", "weight_bits", "index_bits", "row_count_bits", "codebook_size", "rows", "n_chunks",
+        "index_stream_bytes", "weight_stream_bytes"))
+    out, pos = {}, HEADER_SIZE
     for name, size in [("dims", 8 * rank), ("codebook", 4 * cbs), ("wlen", 1 << wb), ("ilen", 1 << ib),
-                       ("chunks", 24 * n_chunks), ("rows", (rows * rcb + 7) // 8), ("istream", isb), ("wstream", wsb)]:
+                       ("chunks", CHUNK_ENTRY * n_chunks), ("rows", (rows * rcb + 7) // 8), ("istream", isb),
+                       ("wstream", wsb)]:
         out[name] = (pos, size)
         pos += size
     return out
@@ -71,26 +68,17 @@ def main() -> None:
     sec = sections(base)
     invalid = {}
     invalid["truncated"] = (base[:-1], "total_size")
-    b = bytearray(base); b[sec["istream"][0]] ^= 0x10
-    invalid["flipped_byte"] = (bytes(b), "checksum")
-    b = bytearray(base); b[0] = ord("X")
-    invalid["bad_magic"] = (fix_crc(b), "magic")
-    b = bytearray(base); struct.pack_into("<H", b, 4, 2)
-    invalid["version_2"] = (fix_crc(b), "unsupported version 2")
-    b = bytearray(base); struct.pack_into("<I", b, 60, 2)
-    invalid["unknown_flag"] = (fix_crc(b), "flag")
-    b = bytearray(base); nnz, = struct.unpack_from("<Q", b, 40); struct.pack_into("<Q", b, 40, nnz + 1)
-    invalid["nnz_plus_one"] = (fix_crc(b), "row counts add up|nnz")
-    b = bytearray(base); struct.pack_into("<Q", b, 80, 13)  # dims[0] != rows
-    invalid["dims_disagree"] = (fix_crc(b), "rows 12 differ from dims")
-    b = bytearray(base); off = sec["wlen"][0]; b[off:off + 16] = bytes([1] * 16)
-    invalid["oversubscribed_code"] = (fix_crc(b), "over-subscribed")
-    b = bytearray(base); off = sec["ilen"][0]; b[off] = 17
-    invalid["code_length_17"] = (fix_crc(b), "exceeds 16")
-    b = bytearray(base); struct.pack_into("<f", b, sec["codebook"][0] + 4, float("nan"))
-    invalid["nan_in_codebook"] = (fix_crc(b), "not finite")
-    b = bytearray(base) + b"\0"; struct.pack_into("<Q", b, 8, len(b))
-    invalid["trailing_byte"] = (fix_crc(b), "unexplained bytes")
+    invalid["flipped_byte"] = (flip(base, sec["istream"][0], 0x10), "checksum")
+    invalid["bad_magic"] = (fix_crc(set_field(base, "magic", b"X" + get_field(base, "magic")[1:])), "magic")
+    invalid["version_2"] = (fix_crc(set_field(base, "version", 2)), "unsupported version 2")
+    invalid["unknown_flag"] = (fix_crc(set_field(base, "flags", 2)), "flag")
+    invalid["nnz_plus_one"] = (fix_crc(set_field(base, "nnz", get_field(base, "nnz") + 1)), "row counts add up|nnz")
+    invalid["dims_disagree"] = (fix_crc(patch(base, *dims_field(0), 13)), "rows 12 differ from dims")  # dims[0] != rows
+    invalid["oversubscribed_code"] = (fix_crc(patch(base, sec["wlen"][0], "16B", *[1] * 16)), "over-subscribed")
+    invalid["code_length_17"] = (fix_crc(patch(base, sec["ilen"][0], "B", 17)), "exceeds 16")
+    invalid["nan_in_codebook"] = (fix_crc(patch(base, sec["codebook"][0] + 4, "<f", float("nan"))), "not finite")
+    b = base + b"\0"
+    invalid["trailing_byte"] = (fix_crc(set_field(b, "total_size", len(b))), "unexplained bytes")
     # Padding bits: the weight stream of this vector ends mid-byte; set its last padding bit.
     wpos, wsize = sec["wstream"]
     b = bytearray(base)
@@ -99,20 +87,20 @@ def main() -> None:
     # A chunk boundary that is not where the previous chunk ends.
     many = valid["many_chunks"]
     msec = sections(many)
-    b = bytearray(many); struct.pack_into("<Q", b, msec["chunks"][0] + 24 + 8, struct.unpack_from("<Q", many, msec["chunks"][0] + 24 + 8)[0] + 1)
+    off = msec["chunks"][0] + CHUNK_ENTRY + 8  # chunk 1's index_bit_offset
+    b = patch(many, off, "<Q", struct.unpack_from("<Q", many, off)[0] + 1)
     invalid["chunk_offset_off_by_one"] = (fix_crc(b), "does not end where chunk")
     # An entry beyond the last column: shrink cols (and dims[1]) below the largest column used.
     dense = read_payload(base).dense()
     last_col = int(np.nonzero(dense.any(axis=0))[0].max())
-    b = bytearray(base); struct.pack_into("<Q", b, 32, last_col); struct.pack_into("<Q", b, 88, last_col)
+    b = patch(set_field(base, "cols", last_col), *dims_field(1), last_col)
     invalid["column_out_of_range"] = (fix_crc(b), "column|fillers run past|entries but only")
     # A cluster index outside the codebook: cut the codebook just below the largest cluster index used.
     top = int(read_payload(base).labels.max())
     b = bytearray(base)
     cb_off, cb_size = sec["codebook"]
     del b[cb_off + 4 * top: cb_off + cb_size]
-    struct.pack_into("<I", b, 20, top)
-    struct.pack_into("<Q", b, 8, len(b))
+    b = set_field(set_field(b, "codebook_size", top), "total_size", len(b))
     invalid["cluster_outside_codebook"] = (fix_crc(b), "outside the codebook")
     for name, (blob, error) in invalid.items():
         try:

@@ -1,3 +1,4 @@
+"""Magnitude pruning (onnx_dc.codec.prune) and 1-D k-means weight sharing (onnx_dc.codec.cluster)."""
 import numpy as np
 import pytest
 from hypothesis import given

@@ -1,5 +1,7 @@
-"""Graph rewrite: every layer variant compresses, and the compressed model (reference oracle) computes
-what the decompressed model computes in onnxruntime."""
+"""The graph rewrite (onnx_dc.graph): what is compressed, what is left alone and why, and the files written.
+
+Every layer variant compresses, and the compressed model (reference oracle) computes what the decompressed
+model computes in onnxruntime."""
 import dataclasses
 import numpy as np
 import onnx

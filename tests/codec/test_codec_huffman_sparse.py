@@ -1,3 +1,4 @@
+"""Huffman codes (canonical, length-limited) and the relative sparse index with fillers (onnx_dc.codec)."""
 import numpy as np
 import pytest
 from hypothesis import given

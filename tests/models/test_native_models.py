@@ -1,6 +1,7 @@
-"""Whole models: onnx_dc.compress() output run by onnxruntime + libonnx_dc_ops.so equals the reference
-oracle (onnx_dc.reference) and the decompressed dense model, for every layer variant the converter
-rewrites, at 1 and 2 intra-op threads (bit-identical between the two)."""
+"""Every layer variant, compressed by onnx_dc.compress(), runs in onnxruntime + libonnx_dc_ops.so as it should.
+
+The output equals the reference oracle (onnx_dc.reference) and the decompressed dense model, for every layer
+variant the converter rewrites, at 1 and 2 intra-op threads (bit-identical between the two)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +14,6 @@ import onnx_dc
 from onnx_dc.config import CompressOptions, PerKind
 from onnx_dc.reference import run_reference
 from onnx_dc.session import make_session
-from test_native_runtime import lib_path  # noqa: F401
 
 OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5), bits=PerKind(4, 6), index_bits=PerKind(3, 4), min_weights=16)
 

@@ -1,33 +1,24 @@
-"""A valid payload may declare a huge, all-pruned tensor: DCDecode refuses what the blob cannot justify
-instead of allocating it (a few hundred bytes must not cost gigabytes of memory)."""
+"""DCDecode refuses a huge all-pruned tensor that a small valid payload declares, instead of allocating it.
+
+A few hundred bytes must not cost gigabytes of memory: what the blob cannot justify is refused."""
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_dc
+import payload_surgery as surgery
 from onnx_dc.codec import write_payload
 
 
 def _payload(dims):
     """An all-pruned payload of `dims`, written field by field through the writer on a small mask and
     then given the declared shape (the writer itself would need the mask in memory)."""
-    import struct
-    import zlib
-
-    from onnx_dc.codec.payload import HEADER
-
     small, _ = write_payload((1, 1), np.zeros((1, 1), bool), np.zeros(0, np.int64), np.zeros(1, np.float32), 1, 1)
-    fields = list(HEADER.unpack_from(small))
     rows, cols = dims[0], int(np.prod(dims[1:]))
-    body = bytearray(small[HEADER.size:-4])
+    blob = surgery.set_field(surgery.set_field(small, "rows", rows), "cols", cols)
     # dims section (rank 2: 16 bytes) then codebook, lengths, chunk table (1 chunk), row counts (0 bits).
-    struct.pack_into("<QQ", body, 0, rows, cols)
-    fields[9], fields[10] = rows, cols  # rows, cols
-    head = HEADER.pack(*fields)
-    blob = head + bytes(body)
-    blob = blob[:8] + struct.pack("<Q", len(blob) + 4) + blob[16:]
-    return blob + struct.pack("<I", zlib.crc32(blob))
+    blob = surgery.patch(blob, surgery.dims_field(0)[0], "<QQ", rows, cols)
+    return surgery.reseal(blob)
 
 
 def _model(blob, dims):

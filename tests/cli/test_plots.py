@@ -1,13 +1,12 @@
 """`onnx-dc plots`: one PNG per compressed layer."""
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
 import onnx_dc
 from onnx_dc.cli import main
+from repo_paths import MODELS
 
-MLP = Path(__file__).resolve().parents[1] / "models" / "lenet_300_100.onnx"
+MLP = MODELS / "lenet_300_100.onnx"
 
 
 def test_plots_write_one_png_per_layer(tmp_path):

@@ -1,5 +1,6 @@
-"""`pip install .` builds the library and puts it inside the package: build the wheel, look inside, and
-run a compressed layer with the library taken from the wheel."""
+"""`pip install .` builds the library and puts it inside the package (the wheel is built and looked into).
+
+A compressed layer then runs with the library taken from the wheel."""
 from __future__ import annotations
 
 import subprocess
@@ -8,11 +9,12 @@ import zipfile
 
 import pytest
 
-from test_native_runtime import IN_CI, REPO, _have_toolchain, _headers_available, run_python
+from native_lib import IN_CI, have_toolchain, headers_available, run_python
+from repo_paths import REPO
 
 
 def test_wheel_carries_the_library(tmp_path):
-    if not (_have_toolchain() and _headers_available()):
+    if not (have_toolchain() and headers_available()):
         if IN_CI:
             pytest.fail("CI=true but the wheel cannot be built (no toolchain or onnxruntime headers)")
         pytest.skip("no toolchain or onnxruntime headers: run `bash scripts/setup.sh`")
@@ -32,7 +34,7 @@ def test_wheel_carries_the_library(tmp_path):
 import numpy as np
 from onnx_dc.native import get_library_path
 from onnx_dc.session import make_session
-from test_native_runtime import python_dense, random_payload, sparse_gemm_model
+from op_models import python_dense, random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(2), (20, 30), 0.4, 4, 4)
 x = np.random.default_rng(3).standard_normal((5, 30)).astype(np.float32)
 y = make_session(sparse_gemm_model(blob, ["M", 30])).run(None, {"X": x})[0]

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import builders
 from onnx_dc.cli import main
+from payload_surgery import flip
 
 
 def _run(*args):
@@ -133,9 +134,7 @@ def test_corrupted_payload_fails_decompress_cleanly(tmp_path, mlp):
     _run("compress", mlp, "-o", tmp_path / "out.onnx", "-q")
     m = onnx.load(str(tmp_path / "out.onnx"))
     t = next(t for t in m.graph.initializer if t.data_type == onnx.TensorProto.UINT8)
-    raw = bytearray(t.raw_data)
-    raw[200] ^= 0x10
-    t.raw_data = bytes(raw)
+    t.raw_data = flip(t.raw_data, 200, 0x10)
     onnx.save(m, str(tmp_path / "bad.onnx"))
     r = _run("decompress", tmp_path / "bad.onnx", "-o", tmp_path / "dense.onnx")
     assert r.exit_code == 1 and "checksum mismatch" in r.stderr and not (tmp_path / "dense.onnx").exists()

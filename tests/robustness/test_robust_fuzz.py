@@ -19,7 +19,8 @@ import sys
 import numpy as np
 import pytest
 
-from test_native_runtime import IN_CI, REPO, lib_path, native, selftest_binary  # noqa: F401
+from native_lib import IN_CI, selftest_binary
+from repo_paths import REPO, VECTORS
 
 CORPUS = REPO / "custom_ops" / "fuzz" / "corpus"
 SEEDS = sorted(CORPUS.glob("*.bin"))
@@ -51,9 +52,9 @@ def test_corpus_replays_under_asan():
     exe = selftest_binary(sanitized=True).parent / "fuzz_payload"
     env = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0", "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
            "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([str(exe), str(CORPUS), str(REPO / "tests" / "vectors")], capture_output=True, text=True,
+    proc = subprocess.run([str(exe), str(CORPUS), str(VECTORS)], capture_output=True, text=True,
                           timeout=900, env=env)
-    n = len(SEEDS) + len([p for p in (REPO / "tests" / "vectors").iterdir() if p.is_file()])
+    n = len(SEEDS) + len([p for p in VECTORS.iterdir() if p.is_file()])
     assert proc.returncode == 0 and f"replayed {n} inputs" in proc.stdout, proc.stdout + proc.stderr[-4000:]
     assert "runtime error" not in proc.stderr and "AddressSanitizer" not in proc.stderr, proc.stderr[-4000:]
 

@@ -1,6 +1,4 @@
-import struct
-import zlib
-
+"""The payload writer and reader (onnx_dc.codec.payload): exact round trips, edge cases, and hostile blobs."""
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -9,6 +7,7 @@ from hypothesis import strategies as st
 from onnx_dc.codec import compress_tensor, decode_dense, read_payload, write_payload
 from onnx_dc.codec.payload import HEADER_SIZE, PayloadError, read_info
 from onnx_dc.codec.prune import keep_count
+from payload_surgery import FIELDS, flip, patch, reseal
 
 
 def _pack(dense_mask, labels, codebook, wbits, ibits, **kw):
@@ -101,14 +100,6 @@ def _blob():
 BLOB = _blob()
 
 
-def _reseal(body: bytes) -> bytes:
-    """Fix total_size and the CRC, so that structural checks (not the checksum) must catch the damage."""
-    body = bytearray(body[:-4]) if len(body) >= 4 else bytearray(body)
-    if len(body) >= 16:
-        struct.pack_into("<Q", body, 8, len(body) + 4)
-    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
-
-
 def _expect_clean_error(blob):
     try:
         p = read_payload(blob)
@@ -120,10 +111,8 @@ def _expect_clean_error(blob):
 
 @given(st.integers(0, len(BLOB) - 1), st.integers(1, 255))
 def test_any_flipped_byte_is_detected(pos, xor):
-    bad = bytearray(BLOB)
-    bad[pos] ^= xor
     with pytest.raises(PayloadError):
-        read_payload(bytes(bad))
+        read_payload(flip(BLOB, pos, xor))
 
 
 @given(st.integers(0, len(BLOB) - 1))
@@ -140,31 +129,27 @@ def test_structurally_damaged_payloads_fail_cleanly(edits):
     bad = bytearray(BLOB)
     for pos, value in edits:
         bad[pos] = value
-    p = _expect_clean_error(_reseal(bytes(bad)))
+    p = _expect_clean_error(reseal(bad))
     if p is not None:
         d = p.dense()
         assert d.shape == p.info.dims
 
 
 @pytest.mark.parametrize("field,offset,fmt,value,message", [
-    ("magic", 0, "<4s", b"XXXX", "not an onnx-dc payload"),
-    ("version", 4, "<H", 2, "unsupported payload version 2"),
-    ("rank", 16, "<B", 9, "rank 9"),
-    ("weight bits", 17, "<B", 0, "weight bits 0"),
-    ("codebook size", 20, "<I", 1000, "codebook size"),
-    ("nnz", 40, "<Q", 10**9, "nnz"),
-    ("chunks", 56, "<I", 0, "chunks"),
-    ("flags", 60, "<I", 2, "unknown flags"),
+    ("magic", *FIELDS["magic"], b"XXXX", "not an onnx-dc payload"),
+    ("version", *FIELDS["version"], 2, "unsupported payload version 2"),
+    ("rank", *FIELDS["rank"], 9, "rank 9"),
+    ("weight bits", *FIELDS["weight_bits"], 0, "weight bits 0"),
+    ("codebook size", *FIELDS["codebook_size"], 1000, "codebook size"),
+    ("nnz", *FIELDS["nnz"], 10**9, "nnz"),
+    ("chunks", *FIELDS["n_chunks"], 0, "chunks"),
+    ("flags", *FIELDS["flags"], 2, "unknown flags"),
 ])
 def test_inconsistent_header_fields_are_named(field, offset, fmt, value, message):
-    bad = bytearray(BLOB)
-    struct.pack_into(fmt, bad, offset, value)
     with pytest.raises(PayloadError, match=message):
-        read_payload(_reseal(bytes(bad)))
+        read_payload(reseal(patch(BLOB, offset, fmt, value)))
 
 
 def test_checksum_mismatch_is_reported_as_corruption():
-    bad = bytearray(BLOB)
-    bad[HEADER_SIZE + 20] ^= 1
     with pytest.raises(PayloadError, match="checksum"):
-        read_payload(bytes(bad))
+        read_payload(flip(BLOB, HEADER_SIZE + 20, 1))

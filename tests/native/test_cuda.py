@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from native_lib import IN_CI, have_toolchain, headers_available
+from repo_paths import REPO, VECTORS
+
 CHECK_DIR = REPO / "build/cuda/check"
-CORPUS = [REPO / "tests/vectors", REPO / "custom_ops/fuzz/corpus"]
+CORPUS = [VECTORS, REPO / "custom_ops/fuzz/corpus"]
 
 
 def _run(args, timeout, env=None):
@@ -47,13 +48,6 @@ def _build(emulation: bool) -> tuple[bool, str, Path]:
 
 def _nvcc() -> str | None:
     return os.environ.get("CUDACXX") or shutil.which("nvcc")
-
-
-def _headers_available() -> bool:
-    if os.environ.get("ONNXRUNTIME_INCLUDE_DIR"):
-        return True
-    return any((d / "onnxruntime_c_api.h").is_file()
-               for d in (REPO / ".deps/onnxruntime/include", Path("/usr/include/onnxruntime")))
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +73,7 @@ def cuda_build() -> Path:
 
 
 def test_emulated_gpu_decoder_agrees_with_the_cpu_reader(cases):
-    if not (shutil.which("cmake") and (shutil.which("c++") or shutil.which("g++"))):
+    if not have_toolchain():
         if IN_CI:
             pytest.fail("CI=true but cmake or a C++ compiler is missing", pytrace=False)
         pytest.skip("cmake or a C++ compiler not found")
@@ -96,7 +90,7 @@ def test_cuda_sources_compile(cuda_build):
     harness = cuda_build / "onnx_dc_cuda_harness"
     assert harness.is_file()
     assert (cuda_build / "onnx_dc_cuda_emulation_test").is_file()
-    if _headers_available():
+    if headers_available():
         lib = cuda_build / "libonnx_dc_ops_cuda.so"
         assert lib.is_file()
         nm = shutil.which("nm")
@@ -113,7 +107,8 @@ def test_cuda_library_registers_in_cpu_onnxruntime(cuda_build):
     if not lib.is_file():
         pytest.skip("libonnx_dc_ops_cuda.so was not built (onnxruntime headers missing)")
     ort = pytest.importorskip("onnxruntime")
-    from test_native_runtime import native_library, random_payload, sparse_gemm_model
+    from native_lib import native_library
+    from op_models import random_payload, sparse_gemm_model
 
     rng = np.random.default_rng(9)
     blob = random_payload(rng, (96, 300), 0.1, 5, 5)

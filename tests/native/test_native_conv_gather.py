@@ -1,8 +1,10 @@
-"""DCSparseConv and DCGather in onnxruntime with libonnx_dc_ops.so: numerics against the numpy reference
-(onnx_dc/reference.py) and onnxruntime's own Conv/Gather on the decoded weight, thread-count and kernel-set
-independence, shape inference, and errors.
+"""DCSparseConv and DCGather in onnxruntime with libonnx_dc_ops.so: numerics, threads, kernels, shapes, errors.
 
-Payloads come from the project's codec (onnx_dc.codec.compress_tensor / pack_tensor), models are built by hand.
+Numerics against the numpy reference (onnx_dc/reference.py) and onnxruntime's own Conv/Gather on the decoded
+weight, thread-count and kernel-set independence, shape inference, and errors.
+
+Payloads come from the project's codec (onnx_dc.codec.compress_tensor / pack_tensor), models are built by hand
+(tests/op_models.py).
 """
 from __future__ import annotations
 
@@ -14,42 +16,13 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from native_lib import bits, kernel_sets, run_python
 from onnx_dc import reference
-from onnx_dc.codec import compress_tensor, pack_tensor
 from onnx_dc.session import make_session
-from test_native_runtime import lib_path, native, opsets, run_python  # noqa: F401
+from op_models import CONV_CASES, conv_case, conv_model, gather_model, make_payload, opsets
 
 
-# ---- payloads and models ----------------------------------------------------------------------------------------
-
-def make_payload(rng, shape, sparsity, bits=5, index_bits=4):
-    """(payload bytes, decoded dense weight) for a random weight; sparsity 1.0 prunes everything."""
-    weight = rng.standard_normal(shape).astype(np.float32)
-    if sparsity >= 1.0:
-        packed = pack_tensor(shape, np.zeros((shape[0], int(np.prod(shape[1:]))), bool), np.zeros(0, np.int64),
-                             np.array([0.5], np.float32), bits, index_bits)
-    else:
-        packed = compress_tensor(weight, sparsity, bits, index_bits)
-    return packed.payload, packed.dense
-
-
-def _model(node, inputs, initializers, y_shape=None):
-    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, y_shape)],
-                              initializers)
-    model = helper.make_model(graph, opset_imports=opsets())
-    model.ir_version = 8
-    return model
-
-
-def conv_model(blob, x_shape, bias=None, y_shape=None, **attrs):
-    inits = [numpy_helper.from_array(np.frombuffer(blob, np.uint8), "W")]
-    names = ["X", "W"]
-    if bias is not None:
-        inits.append(numpy_helper.from_array(np.asarray(bias, np.float32), "B"))
-        names.append("B")
-    node = helper.make_node("DCSparseConv", names, ["Y"], name="conv", domain="onnx_dc", **attrs)
-    return _model(node, [helper.make_tensor_value_info("X", TensorProto.FLOAT, x_shape)], inits, y_shape)
-
+# ---- oracles and checks (payloads, models and the conv cases: op_models) ----------------------------------------
 
 def ort_conv(dense, x, bias=None, **attrs):
     """onnxruntime's own Conv on the decoded kernel."""
@@ -67,16 +40,6 @@ def ort_conv(dense, x, bias=None, **attrs):
     return sess.run(None, {"X": x})[0]
 
 
-def gather_model(blob, index_type=TensorProto.INT64, index_shape=None, y_shape=None):
-    node = helper.make_node("DCGather", ["T", "I"], ["Y"], name="embed", domain="onnx_dc")
-    return _model(node, [helper.make_tensor_value_info("I", index_type, index_shape)],
-                  [numpy_helper.from_array(np.frombuffer(blob, np.uint8), "T")], y_shape)
-
-
-def bits(a):
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
 def assert_close(got, want):
     assert got.shape == want.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * (float(np.abs(want).max(initial=0.0)) + 1.0))
@@ -87,50 +50,6 @@ def run(model, feeds, threads=1):
 
 
 # ---- DCSparseConv: numerics --------------------------------------------------------------------------------------
-
-# (M, C, kH, kW), (H, W), attributes, batch, kept fraction. The ids name what each case exercises.
-CONV_CASES = {
-    "1x1-pointwise": ((12, 8, 1, 1), (6, 7), {}, 1, 0.5),
-    "1x1-stride2": ((12, 8, 1, 1), (7, 7), {"strides": [2, 2]}, 3, 0.5),
-    "1x1-padded": ((5, 4, 1, 1), (4, 5), {"pads": [1, 0, 0, 2]}, 1, 0.3),
-    "3x3": ((16, 6, 3, 3), (10, 9), {}, 1, 0.5),
-    "3x3-pad1-batch3": ((16, 6, 3, 3), (10, 9), {"pads": [1, 1, 1, 1]}, 3, 0.5),
-    "3x3-stride2-pad": ((8, 5, 3, 3), (11, 12), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, 3, 0.3),
-    "3x3-asymmetric": ((7, 3, 3, 3), (9, 8), {"strides": [2, 1], "pads": [0, 2, 1, 0]}, 1, 0.6),
-    "3x3-dilation2": ((6, 4, 3, 3), (12, 11), {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, 3, 0.5),
-    "3x3-dilation-strides": ((6, 4, 3, 3), (13, 12), {"dilations": [2, 1], "strides": [1, 2]}, 1, 0.5),
-    "5x5": ((10, 3, 5, 5), (12, 12), {}, 1, 0.5),
-    "5x5-stride2-pad2": ((10, 3, 5, 5), (13, 14), {"strides": [2, 2], "pads": [2, 2, 2, 2]}, 3, 0.1),
-    "5x5-lenet-conv2": ((50, 20, 5, 5), (12, 12), {}, 3, 0.1),
-    "3x5-rectangular": ((9, 4, 3, 5), (8, 11), {"pads": [1, 2, 1, 2]}, 1, 0.4),
-    "valid": ((8, 4, 3, 3), (9, 10), {"auto_pad": "VALID"}, 3, 0.5),
-    "same-upper": ((8, 4, 3, 3), (9, 10), {"auto_pad": "SAME_UPPER"}, 1, 0.5),
-    "same-lower-stride2": ((8, 4, 3, 3), (9, 10), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}, 3, 0.5),
-    "same-upper-even-kernel": ((8, 4, 2, 2), (7, 8), {"auto_pad": "SAME_UPPER"}, 1, 0.5),
-    "same-lower-even-kernel": ((8, 4, 4, 4), (7, 8), {"auto_pad": "SAME_LOWER"}, 1, 0.5),
-    "same-upper-5x5-stride2": ((6, 3, 5, 5), (11, 12), {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, 3, 0.5),
-    "kernel-shape-given": ((8, 4, 3, 3), (8, 8), {"kernel_shape": [3, 3], "group": 1}, 1, 0.5),
-    "nothing-pruned": ((16, 8, 3, 3), (9, 9), {"pads": [1, 1, 1, 1]}, 3, 1.0),  # dense form
-    "everything-pruned": ((16, 8, 3, 3), (9, 9), {"pads": [1, 1, 1, 1]}, 1, 0.0),
-    "one-output-pixel": ((64, 32, 3, 3), (3, 3), {}, 1, 0.5),  # few units, several row parts: pack, then parts
-    "few-pixels-many-rows": ((256, 32, 3, 3), (6, 6), {}, 1, 0.5),
-    "parallel-3x3": ((64, 32, 3, 3), (20, 20), {"pads": [1, 1, 1, 1]}, 3, 0.5),
-    "rounds": ((16, 64, 5, 5), (20, 20), {"pads": [2, 2, 2, 2]}, 3, 0.3),  # 75 units > one round of scratch
-    "pixels-tail-1": ((8, 3, 3, 1), (17, 1), {"pads": [1, 0, 1, 0]}, 1, 0.5),  # 17 pixels: 16 + 1
-    "pixels-9": ((8, 3, 3, 3), (5, 5), {"pads": [0, 0, 0, 0]}, 3, 0.5),  # 9 pixels: one 16-wide tile
-    "pixels-tail-8": ((8, 3, 3, 3), (6, 7), {}, 3, 0.5),  # 20 pixels: 16 + an 8-wide tile of 4
-    "kernel-covers-image": ((4, 3, 5, 5), (5, 5), {}, 3, 0.5),
-}
-
-
-def _conv_case(name):
-    shape, (h, w), attrs, batch, keep = CONV_CASES[name]
-    rng = np.random.default_rng(sum(map(ord, name)))
-    blob, dense = make_payload(rng, shape, 1.0 - keep)
-    x = rng.standard_normal((batch, shape[1], h, w)).astype(np.float32)
-    bias = rng.standard_normal(shape[0]).astype(np.float32)
-    return blob, dense, x, bias, attrs
-
 
 def _ort_conv_agrees(attrs, shape, hw):
     """onnxruntime's Conv rejects dilations with SAME_* and pads differently from the ONNX reference when a SAME_*
@@ -149,7 +68,7 @@ def _ort_conv_agrees(attrs, shape, hw):
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "nobias"])
 @pytest.mark.parametrize("name", sorted(CONV_CASES))
 def test_conv_matches_reference_and_onnxruntime_conv(lib_path, name, with_bias):
-    blob, dense, x, bias, attrs = _conv_case(name)
+    blob, dense, x, bias, attrs = conv_case(name)
     b = bias if with_bias else None
     model = conv_model(blob, ["N", x.shape[1], x.shape[2], x.shape[3]], b, **attrs)
     y1 = run(model, {"X": x}, threads=1)
@@ -169,7 +88,7 @@ def test_reference_equals_onnx_reference_conv():
     for name, extra in [("same-upper", {"dilations": [2, 2]}), ("same-lower-stride2", {"dilations": [1, 2]}),
                         ("1x1-stride2", {"auto_pad": "SAME_UPPER", "strides": [3, 3]}),
                         ("1x1-stride2", {"auto_pad": "SAME_LOWER", "strides": [3, 3]})]:
-        blob, dense, x, bias, attrs = _conv_case(name)
+        blob, dense, x, bias, attrs = conv_case(name)
         attrs = {**attrs, **extra}
         node = helper.make_node("Conv", ["X", "Wd", "B"], ["Y"], **attrs)
         graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
@@ -198,7 +117,7 @@ def test_conv_sparsities(lib_path, keep):
 
 def test_batch_images_do_not_depend_on_the_batch(lib_path):
     """Each output is computed by one kernel call in one order: an image's result is the same alone or in a batch."""
-    blob, _, x, bias, attrs = _conv_case("3x3-pad1-batch3")
+    blob, _, x, bias, attrs = conv_case("3x3-pad1-batch3")
     x = np.concatenate([x, x[::-1]], axis=0)
     sess = make_session(conv_model(blob, ["N"] + list(x.shape[1:]), bias, **attrs), intra_op_threads=2)
     full = sess.run(None, {"X": x})[0]
@@ -206,22 +125,18 @@ def test_batch_images_do_not_depend_on_the_batch(lib_path):
         assert np.array_equal(bits(sess.run(None, {"X": x[i:i + 1]})[0]), bits(full[i:i + 1]))
 
 
-def _kernel_sets(native):
-    return ["scalar"] + (["avx2"] if native.cpu_features()["avx2_runs"] else [])
-
-
 @pytest.mark.parametrize("name", ["5x5-lenet-conv2", "parallel-3x3", "one-output-pixel", "pixels-tail-1",
                                   "1x1-pointwise", "nothing-pruned", "rounds"])
 def test_scalar_kernel_set_equals_the_fast_one(native, lib_path, monkeypatch, name):
     """ONNX_DC_KERNEL (read when a session creates the kernel) and ONNX_DC_FORM select the kernel set and the
     form; within a form every kernel set and thread count gives the same bits."""
-    blob, _, x, bias, attrs = _conv_case(name)
+    blob, _, x, bias, attrs = conv_case(name)
     model = conv_model(blob, list(x.shape), bias, **attrs)
     want = reference.run_reference(model, {"X": x})[0]
     for form in ("auto", "sparse", "dense"):
         monkeypatch.setenv("ONNX_DC_FORM", form)
         outputs = []
-        for kernel in _kernel_sets(native):
+        for kernel in kernel_sets(native):
             monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
             for threads in (1, 2):
                 outputs.append(run(model, {"X": x}, threads))
@@ -235,8 +150,8 @@ def test_scalar_kernel_in_a_fresh_process(lib_path):
     script = """
 import sys, numpy as np
 from onnx_dc.session import make_session
-from test_native_conv_gather import _conv_case, conv_model
-blob, _, x, bias, attrs = _conv_case("parallel-3x3")
+from op_models import conv_case, conv_model
+blob, _, x, bias, attrs = conv_case("parallel-3x3")
 y = make_session(conv_model(blob, list(x.shape), bias, **attrs), intra_op_threads=2).run(None, {"X": x})[0]
 sys.stdout.write(y.tobytes().hex())
 """
@@ -332,7 +247,7 @@ _ERROR_SCRIPT = """
 import numpy as np
 from onnx import TensorProto
 from onnx_dc.session import make_session
-from test_native_conv_gather import conv_model, gather_model, make_payload
+from op_models import conv_model, gather_model, make_payload
 rng = np.random.default_rng(1)
 try:
 {body}

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from onnx_dc.session import make_session
-from test_native_runtime import (  # noqa: F401
-    lib_path, native, python_dense, random_payload, run_python, sparse_gemm_model,
-)
+from native_lib import bits, kernel_sets, run_python
+from op_models import python_dense, random_payload, sparse_gemm_model
+from repo_paths import REPO
 
 
 def _expected(x, dense, bias):
@@ -166,7 +166,7 @@ def test_downstream_shape_inference_sees_the_value_info(lib_path):
 _ERROR_SCRIPT = """
 import numpy as np, onnxruntime as ort
 from onnx_dc.session import make_session
-from test_native_runtime import random_payload, sparse_gemm_model
+from op_models import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 model = sparse_gemm_model(blob, {x_decl!r}, bias={bias})
 try:
@@ -219,17 +219,6 @@ def test_bias_absent_by_empty_name_or_given_at_run_time(lib_path):
 
 # ---- every kernel set and execution-format variant against the scalar reference (gemm.h's order) ------------
 
-def _kernel_sets(native):
-    sets = ["scalar"]
-    if native.cpu_features()["avx2_runs"]:
-        sets.append("avx2")
-    return sets
-
-
-def _bits(a):
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-
-
 KERNEL_CASES = [
     # (N, K), density, weight bits, index bits
     ((123, 345), 0.15, 5, 4),
@@ -258,7 +247,7 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
     xs = {m: rng.standard_normal((m, k)).astype(np.float32) for m in BATCHES if m * k <= 4_000_000}
     for options in FORMATS:
         outputs = {}
-        for kernel in _kernel_sets(native):
+        for kernel in kernel_sets(native):
             gemm = native.gemm(blob, f"kernel={kernel},{options}".rstrip(","))
             info = gemm.info()
             assert info["kernel"] == kernel
@@ -271,12 +260,12 @@ def test_every_kernel_path_is_bit_identical_to_the_reference(native, case):
                     _check_close(ref, x, dense, b)
                     for threads in (1, 2, 3):
                         fast = gemm.run(x, b, threads=threads)
-                        assert np.array_equal(_bits(fast), _bits(ref)), (kernel, options, m, threads, b is None)
+                        assert np.array_equal(bits(fast), bits(ref)), (kernel, options, m, threads, b is None)
                     outputs.setdefault((m, b is None), []).append(ref)
             gemm.close()
         for key, ys in outputs.items():
             for y in ys[1:]:
-                assert np.array_equal(_bits(y), _bits(ys[0])), ("kernel sets differ", options, key)
+                assert np.array_equal(bits(y), bits(ys[0])), ("kernel sets differ", options, key)
 
 
 def test_non_finite_inputs_propagate_like_the_reference(native):
@@ -286,13 +275,13 @@ def test_non_finite_inputs_propagate_like_the_reference(native):
     x[0, :5] = np.inf
     x[3, 7] = np.nan
     x[9, :] = -np.inf
-    for kernel in _kernel_sets(native):
+    for kernel in kernel_sets(native):
         gemm = native.gemm(blob, f"kernel={kernel}")
         for m in (1, 8, 17):
             ref, fast = gemm.run(x[:m], mode="reference"), gemm.run(x[:m])
             assert np.array_equal(np.isnan(ref), np.isnan(fast))
             finite = ~np.isnan(ref)
-            assert np.array_equal(_bits(ref[finite]), _bits(fast[finite]))
+            assert np.array_equal(bits(ref[finite]), bits(fast[finite]))
         assert np.isnan(gemm.run(x[3:4])).any()
 
 
@@ -338,23 +327,23 @@ def test_onnxruntime_kernel_sets_and_threads_agree_with_the_reference(native, li
     reference = native.gemm(blob)
     xs = {m: rng.standard_normal((m, k)).astype(np.float32) for m in (1, 2, 8, 9, 16, 17, 64)}
     expected = {m: reference.run(x, bias, mode="reference") for m, x in xs.items()}
-    for kernel in _kernel_sets(native):
+    for kernel in kernel_sets(native):
         monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
         for threads in (1, 2):
             sess = make_session(model, intra_op_threads=threads)
             for m, x in xs.items():
                 y = sess.run(None, {"X": x})[0]
-                assert np.array_equal(_bits(y), _bits(expected[m])), (kernel, threads, m)
+                assert np.array_equal(bits(y), bits(expected[m])), (kernel, threads, m)
     if density >= 1 / 16:  # ONNX_DC_FORM=dense: the dense form's own order, through onnxruntime too
         monkeypatch.setenv("ONNX_DC_FORM", "dense")
         dense = native.gemm(blob, "form=dense")
         assert dense.info()["form"] == "dense"
-        for kernel in _kernel_sets(native):
+        for kernel in kernel_sets(native):
             monkeypatch.setenv("ONNX_DC_KERNEL", kernel)
             sess = make_session(model, intra_op_threads=2)
             for m, x in xs.items():
                 y = sess.run(None, {"X": x})[0]
-                assert np.array_equal(_bits(y), _bits(dense.run(x, bias, mode="reference"))), (kernel, m)
+                assert np.array_equal(bits(y), bits(dense.run(x, bias, mode="reference"))), (kernel, m)
                 _check_close(y, x, python_dense(blob), bias)
 
 
@@ -362,7 +351,7 @@ def test_onnxruntime_rejects_an_unknown_kernel_request(lib_path):
     proc = run_python("""
 import numpy as np
 from onnx_dc.session import make_session
-from test_native_runtime import random_payload, sparse_gemm_model
+from op_models import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 try:
     make_session(sparse_gemm_model(blob, ["M", 50]), intra_op_threads=1)
@@ -379,7 +368,7 @@ def test_debug_variable_reports_the_chosen_form(lib_path):
     proc = run_python("""
 import numpy as np
 from onnx_dc.session import make_session
-from test_native_runtime import random_payload, sparse_gemm_model
+from op_models import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 make_session(sparse_gemm_model(blob, ["M", 50]), intra_op_threads=1)
 print("made")
@@ -394,7 +383,6 @@ def test_avx2_translation_unit_shares_no_code_with_the_baseline(lib_path):
     the whole library, and baseline code would then run AVX2 instructions on CPUs without them."""
     import subprocess
     from shutil import which
-    from test_native_runtime import REPO
     objects = sorted((REPO / "build" / "native").rglob("gemm_avx2.cc.o"))
     if not which("nm") or not objects:
         pytest.skip("nm or the AVX2 object file is not available (non-x86 build)")

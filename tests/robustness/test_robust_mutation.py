@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from test_native_runtime import REPO, lib_path  # noqa: F401
+from native_lib import run_python
+from payload_surgery import flip
+from repo_paths import REPO
 
 sys.path.insert(0, str(REPO / "studies"))
 import robust_mutation as rm  # noqa: E402
@@ -123,12 +124,11 @@ def test_unsealed_payload_mutations_never_load(compressed):
         init = next(t for t in model.graph.initializer if t.name == name)
         blob = numpy_helper.to_array(init).tobytes()
         for pos in range(0, len(blob), 97):
-            b = bytearray(blob)
-            b[pos] ^= 1 << (pos % 8)
+            b = flip(blob, pos, 1 << (pos % 8))
             m = onnx.ModelProto()
             m.CopyFrom(model)
             next(t for t in m.graph.initializer if t.name == name).CopyFrom(
-                numpy_helper.from_array(np.frombuffer(bytes(b), dtype=np.uint8), name))
+                numpy_helper.from_array(np.frombuffer(b, dtype=np.uint8), name))
             path = work / f"bitflip_{len(cases)}.onnx"
             path.write_bytes(m.SerializeToString())
             cases.append(rm.Case(len(cases), "lenet5", "payload", "flip", "any", False, name, f"bit at {pos}", str(path)))
@@ -141,8 +141,6 @@ def test_unsealed_payload_mutations_never_load(compressed):
 def test_reference_decodes_with_the_python_reader(compressed, lib_path):
     """The workers' reference (decompress_model + plain onnxruntime) must not use the library under test:
     with the native reader made to raise, decompressing both models still works."""
-    from test_native_runtime import run_python
-
     work, models, paths = compressed
     code = f"""
 import sys

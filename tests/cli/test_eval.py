@@ -1,6 +1,5 @@
 """`onnx-dc eval`: metrics on .npz data and the Fashion-MNIST shortcut; one-line errors for bad data."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,8 +9,8 @@ import onnx_dc
 from onnx_dc.cli import main
 from onnx_dc.datasets import DatasetError, read_idx
 from onnx_dc.evaluate import evaluate
+from repo_paths import MODELS
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 MLP = MODELS / "lenet_300_100.onnx"
 
 

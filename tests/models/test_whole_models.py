@@ -1,11 +1,12 @@
-"""Whole models as exporters write them (issue 8): constant chains, embeddings, every conv form, other large
-constants, foreign-domain nodes, opsets 11 to the newest, and the committed ResNet-style and BERT-style
-models. The compressed model in onnxruntime + libonnx_dc_ops.so must equal its decompressed model (max abs
-difference ≤ 1e-5 of the output's scale) and pass onnx.checker."""
+"""Whole models as exporters write them: compressed, they run in onnxruntime + libonnx_dc_ops.so as decompressed.
+
+Constant chains, embeddings, every conv form, other large constants, foreign-domain nodes, opsets 11 to the
+newest, and the committed ResNet-style and BERT-style models. The compressed model in onnxruntime +
+libonnx_dc_ops.so must equal its decompressed model (max abs difference ≤ 1e-5 of the output's scale) and
+pass onnx.checker."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,9 +19,8 @@ from onnx_dc.config import CompressOptions, PerKind
 from onnx_dc.graph.fold import fold_constant_chains
 from onnx_dc.reference import run_reference
 from onnx_dc.session import make_session
-from test_native_runtime import lib_path  # noqa: F401
+from repo_paths import MODELS
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
 OPTS = CompressOptions(sparsity=PerKind(0.7, 0.5, 0.5, 0.0), bits=PerKind(4, 6, 6, 8), min_weights=16)
 # What each variant must turn into (onnx_dc operators), per --conv-exec where it matters.
 EXPECTED = {

@@ -11,14 +11,13 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_native_runtime import REPO, lib_path, random_payload, run_python, selftest_binary  # noqa: F401
-
-VECTORS = Path(__file__).resolve().parent / "vectors"
+from native_lib import run_python, selftest_binary
+from op_models import random_payload
+from repo_paths import REPO, TESTS, VECTORS
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text())["vectors"]
 BAD = [v for v in MANIFEST if not v["valid"]]
 
@@ -26,7 +25,7 @@ _SESSION_SCRIPT = """
 import sys
 import numpy as np
 from onnx_dc.session import make_session
-from test_native_runtime import decode_model, sparse_gemm_model
+from op_models import decode_model, sparse_gemm_model
 blob = open(sys.argv[1], "rb").read() if len(sys.argv) > 1 else None
 {setup}
 for op, model in [("DCSparseGemm", sparse_gemm_model(blob, ["M", "K"], y_shape=None)), ("DCDecode", decode_model(blob))]:
@@ -58,28 +57,24 @@ def test_bad_vector_fails_session_creation(lib_path, vec):
 CORRUPTIONS = {
     # name: python statement turning `blob` (a valid 300 x 784 payload) into a bad one
     "empty": "blob = b''",
-    "header_only": "blob = blob[:80]",
+    "header_only": "blob = blob[:ps.HEADER_SIZE]",
     "truncated_half": "blob = blob[: len(blob) // 2]",
     "truncated_by_one": "blob = blob[:-1]",
-    "flip_in_header": "b = bytearray(blob); b[30] ^= 0x40; blob = bytes(b)",
-    "flip_in_stream": "b = bytearray(blob); b[len(b) // 2] ^= 0x01; blob = bytes(b)",
-    "flip_in_crc": "b = bytearray(blob); b[-1] ^= 0x80; blob = bytes(b)",
-    "huge_rows_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<QQ', b, 24, 2**40, 784); "
-                            "struct.pack_into('<Q', b, 80, 2**40); b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); "
-                            "blob = bytes(b)"),
-    "huge_nnz_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<Q', b, 40, 2**62); "
-                           "b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); blob = bytes(b)"),
-    "huge_chunks_fixed_crc": ("import struct, zlib; b = bytearray(blob); struct.pack_into('<I', b, 56, 2**32 - 1); "
-                              "b[-4:] = struct.pack('<I', zlib.crc32(bytes(b[:-4]))); blob = bytes(b)"),
+    "flip_in_header": "blob = ps.flip(blob, 30, 0x40)",
+    "flip_in_stream": "blob = ps.flip(blob, len(blob) // 2, 0x01)",
+    "flip_in_crc": "blob = ps.flip(blob, len(blob) - 1, 0x80)",
+    "huge_rows_fixed_crc": ("blob = ps.set_field(ps.set_field(blob, 'rows', 2**40), 'cols', 784); "
+                            "blob = ps.fix_crc(ps.patch(blob, *ps.dims_field(0), 2**40))"),
+    "huge_nnz_fixed_crc": "blob = ps.fix_crc(ps.set_field(blob, 'nnz', 2**62))",
+    "huge_chunks_fixed_crc": "blob = ps.fix_crc(ps.set_field(blob, 'n_chunks', 2**32 - 1))",
     "garbage": "blob = bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))",
-    "rank4_payload_in_gemm": ("from test_native_runtime import random_payload; "
-                              "blob = random_payload(np.random.default_rng(0), (4, 3, 2, 2), 0.5, 3, 3)"),
+    "rank4_payload_in_gemm": "blob = random_payload(np.random.default_rng(0), (4, 3, 2, 2), 0.5, 3, 3)",
 }
 
 
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_corrupted_payload_fails_session_creation(lib_path, name):
-    setup = ("from test_native_runtime import random_payload\n"
+    setup = ("import payload_surgery as ps\nfrom op_models import random_payload\n"
              "blob = random_payload(np.random.default_rng(9), (300, 784), 0.1, 5, 5)\n" + CORRUPTIONS[name])
     lines = _sessions(lib_path, setup)
     if name == "rank4_payload_in_gemm":
@@ -93,7 +88,7 @@ def test_payload_must_be_a_constant(lib_path):
     code = """
 import numpy as np
 from onnx_dc.session import make_session
-from test_native_runtime import random_payload, sparse_gemm_model
+from op_models import random_payload, sparse_gemm_model
 blob = random_payload(np.random.default_rng(1), (30, 50), 0.3, 3, 3)
 try:
     make_session(sparse_gemm_model(blob, ["M", 50], payload_as_input=True))
@@ -149,7 +144,7 @@ _ASAN_SCRIPT = """
 import glob
 import numpy as np
 from onnx_dc.session import make_session
-from test_native_runtime import decode_model, random_payload, sparse_gemm_model
+from op_models import decode_model, random_payload, sparse_gemm_model
 rejected = 0
 for path in sorted(glob.glob("tests/vectors/*.bin")):
     blob = open(path, "rb").read()
@@ -193,7 +188,7 @@ def test_library_in_onnxruntime_under_asan(tmp_path):
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:exitcode=98")
     proc = subprocess.run([sys.executable, "-c", _ASAN_SCRIPT], cwd=REPO, capture_output=True, text=True,
                           timeout=900, env=dict(env, ONNX_DC_LIBRARY=str(lib),
-                                                PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'tests'}"))
+                                                PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}"))
     report = proc.stdout[-2000:] + proc.stderr[-6000:]
     assert proc.returncode == 0, report
     bad = sum(1 for v in MANIFEST if not v["valid"])
