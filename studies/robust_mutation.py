@@ -544,7 +544,7 @@ def _run_case(case, x, expected, make_session, options, np, ort) -> dict:
     threads = 2 if rid % 3 == 0 else 1
     stage = "session"
     try:
-        if case["target"] == "selftest":  # the harness's own tests (tests/test_robust_mutation.py)
+        if case["target"] == "selftest":  # the harness's own tests (tests/robustness/test_robust_mutation.py)
             _selftest(case["op"], np)
         sess = make_session(model_bytes, intra_op_threads=threads, sess_options=options())
         stage = "run"
