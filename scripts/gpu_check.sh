@@ -49,7 +49,7 @@ note "gpu_check: $("$nvcc_bin" --version | tail -2 | head -1), sm_$arch"
 
 # ---- build (parallel translation units) ----------------------------------------------------------------
 t0=$(date +%s)
-inc=(-Icustom_ops/include -Icustom_ops/cuda)
+inc=(-Icustom_ops/include -Icustom_ops/src -Icustom_ops/cuda)
 cuflags=(-std=c++17 -O3 "-arch=sm_$arch" --fmad=false -Xcompiler -ffp-contract=off,-Wall,-Wno-psabi "${inc[@]}")
 cxxflags=(-std=c++17 -O2 -ffp-contract=off -Wall -Wno-psabi "${inc[@]}")
 cxx="${CXX:-g++}"

@@ -14,8 +14,7 @@
 #                                DCSparseGemm for CUDAExecutionProvider, in domain onnx_dc
 add_executable(onnx_dc_cuda_emulation_test EXCLUDE_FROM_ALL cuda/emulation_test.cc cuda/decode_plan.cc
                $<TARGET_OBJECTS:onnx_dc_core>)
-target_include_directories(onnx_dc_cuda_emulation_test PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/include
-                           ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
+target_include_directories(onnx_dc_cuda_emulation_test PRIVATE ${ONNX_DC_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
 target_compile_options(onnx_dc_cuda_emulation_test PRIVATE ${ONNX_DC_FLAGS})
 target_link_options(onnx_dc_cuda_emulation_test PRIVATE ${ONNX_DC_LINK_FLAGS})
 
@@ -49,29 +48,23 @@ if(_onnx_dc_cuda)
   set(_onnx_dc_cuda_flags $<$<COMPILE_LANGUAGE:CUDA>:--fmad=false -Xcompiler=-ffp-contract=off,-Wall,-Wextra,-Wno-psabi>
                           $<$<COMPILE_LANGUAGE:CXX>:${ONNX_DC_FLAGS}>)
   add_library(onnx_dc_cuda_core OBJECT cuda/dc_cuda.cu cuda/decode_plan.cc)
-  target_include_directories(onnx_dc_cuda_core PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
+  target_include_directories(onnx_dc_cuda_core PUBLIC ${ONNX_DC_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
   target_link_libraries(onnx_dc_cuda_core PUBLIC CUDA::cudart_static)
   target_compile_options(onnx_dc_cuda_core PRIVATE ${_onnx_dc_cuda_flags})
   set_target_properties(onnx_dc_cuda_core PROPERTIES CUDA_ARCHITECTURES "${ONNX_DC_CUDA_ARCHITECTURES}")
 
   add_executable(onnx_dc_cuda_harness cuda/harness.cu $<TARGET_OBJECTS:onnx_dc_cuda_core> $<TARGET_OBJECTS:onnx_dc_core>)
-  target_include_directories(onnx_dc_cuda_harness PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
+  target_include_directories(onnx_dc_cuda_harness PRIVATE ${ONNX_DC_INCLUDE_DIRS} ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
   target_compile_options(onnx_dc_cuda_harness PRIVATE ${_onnx_dc_cuda_flags})
   target_link_libraries(onnx_dc_cuda_harness PRIVATE CUDA::cudart_static ${CMAKE_DL_LIBS})
   set_target_properties(onnx_dc_cuda_harness PROPERTIES CUDA_ARCHITECTURES "${ONNX_DC_CUDA_ARCHITECTURES}")
 
   if(ONNX_DC_BUILD_ORT_LIBRARY)
-    add_library(onnx_dc_ops_cuda SHARED src/register.cc cuda/ort_cuda_op.cc $<TARGET_OBJECTS:onnx_dc_cuda_core>
-                $<TARGET_OBJECTS:onnx_dc_core>)
+    add_library(onnx_dc_ops_cuda SHARED src/register.cc cuda/ort_cuda_op.cc $<TARGET_OBJECTS:onnx_dc_ort_ops>
+                $<TARGET_OBJECTS:onnx_dc_cuda_core> $<TARGET_OBJECTS:onnx_dc_core>)
+    onnx_dc_ort_library(onnx_dc_ops_cuda)
     target_compile_definitions(onnx_dc_ops_cuda PRIVATE ONNX_DC_WITH_CUDA)
-    target_include_directories(onnx_dc_ops_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/include ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
-    target_include_directories(onnx_dc_ops_cuda SYSTEM PRIVATE "${_ort_found}")
-    target_compile_options(onnx_dc_ops_cuda PRIVATE ${ONNX_DC_FLAGS})
+    target_include_directories(onnx_dc_ops_cuda PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/cuda)
     target_link_libraries(onnx_dc_ops_cuda PRIVATE CUDA::cudart_static)
-    target_link_options(onnx_dc_ops_cuda PRIVATE -Wl,--no-undefined
-                        "-Wl,--version-script=${CMAKE_CURRENT_SOURCE_DIR}/exports.map" ${ONNX_DC_LINK_FLAGS})
-    set_property(TARGET onnx_dc_ops_cuda APPEND PROPERTY LINK_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/exports.map")
-    set_target_properties(onnx_dc_ops_cuda PROPERTIES PREFIX "lib" OUTPUT_NAME "onnx_dc_ops_cuda")
-    install(TARGETS onnx_dc_ops_cuda LIBRARY DESTINATION onnx_dc)
   endif()
 endif()

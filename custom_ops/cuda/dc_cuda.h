@@ -35,7 +35,7 @@
 #include <string>
 
 #include "decode_plan.h"
-#include "onnx_dc/payload.h"
+#include "payload.h"
 
 namespace onnx_dc {
 namespace gpu {

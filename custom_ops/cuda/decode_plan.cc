@@ -7,7 +7,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "onnx_dc/gemm.h"
+#include "gemm.h"
 
 namespace onnx_dc {
 namespace gpu {

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "gpu_decode.h"
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "gemm.h"
+#include "payload.h"
 
 namespace onnx_dc {
 namespace gpu {

@@ -18,9 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "decode_agreement.h"
 #include "decode_plan.h"
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "gemm.h"
+#include "payload.h"
 #include "../tests/test_support.h"
 
 namespace {
@@ -31,51 +32,18 @@ using onnx_dc::DecodeOptions;
 using onnx_dc_test::ReadFile;
 using onnx_dc_test::Rng;
 
-struct Outcome {
-  bool ok = false;
-  bool internal = false;  // std::logic_error: the GPU path rejected what the CPU reader accepts
-  std::string error;
-};
-
-Outcome Cpu(const std::vector<uint8_t>& blob, const DecodeOptions& o, BlockMatrix* w) {
-  Outcome r;
-  try {
-    onnx_dc::GemmOptions g;
-    g.kernel = "scalar";
-    g.form = "sparse";
-    *w = onnx_dc::DecodeBlockMatrix(blob.data(), blob.size(), o, g);
-    r.ok = true;
-  } catch (const std::exception& e) {
-    r.error = e.what();
-  }
-  return r;
-}
-
-Outcome Emulated(const std::vector<uint8_t>& blob, const DecodeOptions& o, onnx_dc::gpu::HostFormat* f) {
-  Outcome r;
-  try {
-    *f = onnx_dc::gpu::EmulateGpuDecode(blob.data(), blob.size(), o);
-    r.ok = true;
-  } catch (const std::logic_error& e) {
-    r.internal = true;
-    r.error = e.what();
-  } catch (const std::exception& e) {
-    r.error = e.what();
-  }
-  return r;
-}
+using onnx_dc_test::DecodeOutcome;
 
 // "" when both sides agree.
 std::string Agree(const std::vector<uint8_t>& blob, const DecodeOptions& o, bool* accepted) {
   BlockMatrix w;
   onnx_dc::gpu::HostFormat f;
-  const Outcome c = Cpu(blob, o, &w);
-  const Outcome g = Emulated(blob, o, &f);
+  const DecodeOutcome c = onnx_dc_test::CpuDecode(blob, o, &w);
+  const DecodeOutcome g =
+      onnx_dc_test::GpuOutcome([&] { f = onnx_dc::gpu::EmulateGpuDecode(blob.data(), blob.size(), o); });
   *accepted = c.ok;
-  if (g.internal) return "internal: " + g.error + " [CPU: " + (c.ok ? "accepts" : c.error) + "]";
-  if (c.ok != g.ok) return std::string("CPU ") + (c.ok ? "accepts" : "rejects (" + c.error + ")") + ", GPU decoder " +
-                           (g.ok ? "accepts" : "rejects (" + g.error + ")");
-  if (!c.ok) return c.error == g.error ? "" : "different errors: CPU '" + c.error + "', GPU '" + g.error + "'";
+  const std::string d = onnx_dc_test::DescribeAgreement(c, g, "GPU decoder");
+  if (!d.empty() || !c.ok) return d;
   return onnx_dc::gpu::CompareWithCpuFormat(f, w);
 }
 
@@ -119,16 +87,7 @@ int main(int argc, char** argv) {
         no_crc.check_crc = false;
         size_t acc = 0, bad = 0;
         for (uint64_t m = 0; m < mutations; ++m) {
-          std::vector<uint8_t> b = blob;
-          const uint64_t nbytes = 1 + rng.Below(4);
-          for (uint64_t k = 0; k < nbytes; ++k) {
-            // Half the changes in the first 512 bytes (header, tables, chunk table), half anywhere.
-            const uint64_t span = rng.Below(2) ? std::min<uint64_t>(b.size(), 512) : b.size();
-            const uint64_t at = rng.Below(span);
-            if (at < 16) continue;  // identification and total_size: rejected before anything else
-            b[at] = rng.Below(3) == 0 ? static_cast<uint8_t>(b[at] ^ (1u << rng.Below(8)))
-                                      : static_cast<uint8_t>(rng.Next());
-          }
+          const std::vector<uint8_t> b = onnx_dc_test::Mutated(blob, rng);
           bool ok = false;
           ++checks;
           const std::string md = Agree(b, no_crc, &ok);

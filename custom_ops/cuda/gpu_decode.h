@@ -156,13 +156,23 @@ ONNX_DC_HD uint32_t DecodeSymbol(const Stream& s, uint64_t* pos, const uint32_t*
   return sym;
 }
 
+// Where chunk i ends: its last row + 1, and the bit where its part of each stream ends (the next chunk's start,
+// or the stream's end for the last chunk).
+struct ChunkEnd {
+  uint64_t row, index_bit, weight_bit;
+};
+ONNX_DC_HD ChunkEnd EndOfChunk(const DecodeArgs& a, uint32_t i) {
+  if (i + 1 == a.n_chunks) return {a.rows, a.index_stream.bits, a.weight_stream.bits};
+  const Chunk& next = a.chunks[i + 1];
+  return {next.row_start, next.index_bit_offset, next.weight_bit_offset};
+}
+
 // The index stream of chunk i: columns of its entries. Writes status[i].index_error/index_end/symbols.
 ONNX_DC_HD void DecodeChunkIndex(const DecodeArgs& a, uint32_t i, const uint32_t* primary) {
   ChunkStatus& st = a.status[i];
   const Chunk c = a.chunks[i];
-  const bool last = i + 1 == a.n_chunks;
-  const uint64_t row_end = last ? a.rows : a.chunks[i + 1].row_start;
-  const uint64_t limit = last ? a.index_stream.bits : a.chunks[i + 1].index_bit_offset;
+  const ChunkEnd end = EndOfChunk(a, i);
+  const uint64_t row_end = end.row, limit = end.index_bit;
   uint64_t pos = c.index_bit_offset, symbols = 0;
   uint32_t err = kOk;
   uint64_t r = c.row_start;
@@ -208,9 +218,8 @@ ONNX_DC_HD void DecodeChunkIndex(const DecodeArgs& a, uint32_t i, const uint32_t
 ONNX_DC_HD void DecodeChunkWeights(const DecodeArgs& a, uint32_t i, const uint32_t* primary) {
   ChunkStatus& st = a.status[i];
   const Chunk c = a.chunks[i];
-  const bool last = i + 1 == a.n_chunks;
-  const uint64_t row_end = last ? a.rows : a.chunks[i + 1].row_start;
-  const uint64_t limit = last ? a.weight_stream.bits : a.chunks[i + 1].weight_bit_offset;
+  const ChunkEnd end = EndOfChunk(a, i);
+  const uint64_t row_end = end.row, limit = end.weight_bit;
   const uint64_t e0 = a.row_ptr[c.row_start], e1 = a.row_ptr[row_end];
   uint64_t pos = c.weight_bit_offset;
   uint32_t err = kOk;

@@ -38,9 +38,10 @@
 #include <vector>
 
 #include "dc_cuda.h"
+#include "decode_agreement.h"
 #include "decode_plan.h"
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "gemm.h"
+#include "payload.h"
 #include "../tests/test_support.h"
 
 namespace {
@@ -83,50 +84,18 @@ struct Dev {  // a device array
   }
 };
 
-struct Outcome {
-  bool ok = false;
-  bool internal = false;
-  std::string error;
-};
-
-Outcome CpuDecode(const std::vector<uint8_t>& blob, const DecodeOptions& o, BlockMatrix* w) {
-  Outcome r;
-  try {
-    onnx_dc::GemmOptions g;
-    g.kernel = "scalar";
-    g.form = "sparse";
-    *w = onnx_dc::DecodeBlockMatrix(blob.data(), blob.size(), o, g);
-    r.ok = true;
-  } catch (const std::exception& e) {
-    r.error = e.what();
-  }
-  return r;
-}
+using onnx_dc_test::CpuDecode;
+using Outcome = onnx_dc_test::DecodeOutcome;
 
 Outcome GpuDecode(const std::vector<uint8_t>& blob, const DecodeOptions& o, cudaStream_t s,
                   std::unique_ptr<SparseGemm>* g) {
-  Outcome r;
-  try {
-    *g = SparseGemm::Create(blob.data(), blob.size(), s, o);
-    r.ok = true;
-  } catch (const onnx_dc::gpu::CudaError& e) {
-    throw;  // a CUDA failure is not a verdict on the payload
-  } catch (const std::logic_error& e) {
-    r.internal = true;
-    r.error = e.what();
-  } catch (const std::exception& e) {
-    r.error = e.what();
-  }
-  return r;
+  // A CUDA failure is not a verdict on the payload.
+  return onnx_dc_test::GpuOutcome<onnx_dc::gpu::CudaError>(
+      [&] { *g = SparseGemm::Create(blob.data(), blob.size(), s, o); });
 }
 
 std::string DescribeAgreement(const Outcome& c, const Outcome& g) {
-  if (g.internal) return "internal: " + g.error + " [CPU: " + (c.ok ? "accepts" : c.error) + "]";
-  if (c.ok != g.ok)
-    return std::string("CPU ") + (c.ok ? "accepts" : "rejects (" + c.error + ")") + ", GPU " +
-           (g.ok ? "accepts" : "rejects (" + g.error + ")");
-  if (!c.ok && c.error != g.error) return "different errors: CPU '" + c.error + "', GPU '" + g.error + "'";
-  return "";
+  return onnx_dc_test::DescribeAgreement(c, g, "GPU");
 }
 
 // Y from the GPU for batch m against SpmmReference, bit for bit. "" when equal.
@@ -332,14 +301,7 @@ int Mutate(const std::vector<std::string>& files, uint64_t mutations, uint64_t s
     if (w0.slots() > (uint64_t{1} << 24)) continue;           // large layers: the CPU side would dominate
     size_t accepted = 0, bad = 0;
     for (uint64_t i = 0; i < mutations; ++i) {
-      std::vector<uint8_t> b = blob;
-      const uint64_t nbytes = 1 + rng.Below(4);
-      for (uint64_t k = 0; k < nbytes; ++k) {
-        const uint64_t span = rng.Below(2) ? std::min<uint64_t>(b.size(), 512) : b.size();
-        const uint64_t at = rng.Below(span);
-        if (at < 16) continue;
-        b[at] = rng.Below(3) == 0 ? static_cast<uint8_t>(b[at] ^ (1u << rng.Below(8))) : static_cast<uint8_t>(rng.Next());
-      }
+      const std::vector<uint8_t> b = onnx_dc_test::Mutated(blob, rng);
       BlockMatrix w;
       std::unique_ptr<SparseGemm> g;
       const Outcome c = CpuDecode(b, no_crc, &w);

@@ -1,5 +1,6 @@
-// DCSparseGemm for onnxruntime's CUDAExecutionProvider (libonnx_dc_ops_cuda.so only; src/register.cc adds it
-// to the onnx_dc domain next to the CPU ops when compiled with ONNX_DC_WITH_CUDA).
+// DCSparseGemm for onnxruntime's CUDAExecutionProvider (libonnx_dc_ops_cuda.so only; src/register.cc lists it
+// in the onnx_dc domain next to the CPU ops when compiled with ONNX_DC_WITH_CUDA), through the same op shell
+// (src/op_shell.h) and DCSparseGemm facts (src/ops/sparse_gemm_op.cc) as the CPU operator.
 //
 // Same name, domain, inputs and outputs as the CPU operator (docs/OPERATOR.md), so one model runs on either
 // provider; onnxruntime assigns the node to the CUDA provider when the session has it. The payload input is
@@ -10,18 +11,14 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <exception>
-#include <limits>
 #include <memory>
-#include <new>
 #include <string>
 #include <vector>
 
 #include "dc_cuda.h"
-#include "onnx_dc/payload.h"
-#include "../src/ort_support.h"
+#include "ops/ops.h"
+#include "payload.h"
 
 namespace onnx_dc {
 namespace {
@@ -64,75 +61,47 @@ int ProviderDevice(const OrtKernelInfo* info) {
 }
 
 struct CudaSparseGemmKernel {
-  std::string who;
   std::unique_ptr<gpu::SparseGemm> w;
 
-  OrtStatusPtr ComputeV2(OrtKernelContext* context) {
-    return Guard(who, [&]() -> OrtStatus* { return Compute(context); });
+  CudaSparseGemmKernel(const OrtKernelInfo* info, const std::string& who) {
+    const std::vector<uint8_t> blob = HostPayload(info);
+    DeviceGuard guard;
+    gpu::ThrowIfCuda(cudaSetDevice(ProviderDevice(info)), "cudaSetDevice");
+    w = gpu::SparseGemm::Create(blob.data(), blob.size(), nullptr);
+    if (DebugEnabled()) {
+      const gpu::CreateTiming& t = w->timing();
+      std::fprintf(stderr,
+                   "onnx_dc: %s: %llu x %llu, %llu nonzeros, %llu blocks, %.2f MB on device %d; decoded in %.2f ms "
+                   "(chunk kernel %.3f ms, format %.3f ms)\n",
+                   who.c_str(), static_cast<unsigned long long>(w->rows()), static_cast<unsigned long long>(w->cols()),
+                   static_cast<unsigned long long>(w->nnz()), static_cast<unsigned long long>(w->blocks()),
+                   w->device_bytes() / 1e6, w->device(), t.total_ms, t.decode_ms, t.build_ms);
+    }
   }
 
-  OrtStatus* Compute(OrtKernelContext* context) {
+  void Compute(OrtKernelContext* context) {
     const GemmTensors t = BindSparseGemm(context, w->rows(), w->cols());  // device pointers
-    if (t.m == 0 || w->rows() == 0) return nullptr;
+    if (t.m == 0 || w->rows() == 0) return;
     void* stream = nullptr;
     Check(g_api->KernelContext_GetGPUComputeStream(context, &stream));
     DeviceGuard guard;
     gpu::ThrowIfCuda(cudaSetDevice(w->device()), "cudaSetDevice");
-    gpu::ThrowIfCuda(w->Run(t.x, t.m, t.bias, t.y, static_cast<cudaStream_t>(stream)),
-                     "DCSparseGemm launch");
-    return nullptr;
+    gpu::ThrowIfCuda(w->Run(t.x, t.m, t.bias, t.y, static_cast<cudaStream_t>(stream)), "DCSparseGemm launch");
   }
-};
-
-struct CudaSparseGemmOp : Ort::CustomOpBase<CudaSparseGemmOp, CudaSparseGemmKernel, true> {
-  explicit CudaSparseGemmOp(OrtStatusPtr(ORT_API_CALL* infer)(const OrtCustomOp*, OrtShapeInferContext*)) {
-    OrtCustomOp::version = kOrtApiVersion;
-    OrtCustomOp::InferOutputShapeFn = infer;  // the CPU operator's: one schema for both providers
-  }
-  OrtStatusPtr CreateKernelV2(const OrtApi&, const OrtKernelInfo* info, void** kernel) const {
-    const std::string who = Describe("DCSparseGemm (CUDA)", info);
-    return Guard(who, [&]() -> OrtStatus* {
-      auto k = std::make_unique<CudaSparseGemmKernel>();
-      k->who = who;
-      const std::vector<uint8_t> blob = HostPayload(info);
-      DeviceGuard guard;
-      gpu::ThrowIfCuda(cudaSetDevice(ProviderDevice(info)), "cudaSetDevice");
-      k->w = gpu::SparseGemm::Create(blob.data(), blob.size(), nullptr);
-      if (const char* debug = std::getenv("ONNX_DC_DEBUG"); debug && *debug && std::strcmp(debug, "0") != 0) {
-        const gpu::CreateTiming& t = k->w->timing();
-        std::fprintf(stderr,
-                     "onnx_dc: %s: %llu x %llu, %llu nonzeros, %llu blocks, %.2f MB on device %d; decoded in %.2f ms "
-                     "(chunk kernel %.3f ms, format %.3f ms)\n",
-                     who.c_str(), static_cast<unsigned long long>(k->w->rows()),
-                     static_cast<unsigned long long>(k->w->cols()), static_cast<unsigned long long>(k->w->nnz()),
-                     static_cast<unsigned long long>(k->w->blocks()), k->w->device_bytes() / 1e6, k->w->device(),
-                     t.total_ms, t.decode_ms, t.build_ms);
-      }
-      *kernel = k.release();
-      return nullptr;
-    });
-  }
-  const char* GetName() const { return "DCSparseGemm"; }
-  const char* GetExecutionProviderType() const { return "CUDAExecutionProvider"; }
-  size_t GetInputTypeCount() const { return 3; }
-  ONNXTensorElementDataType GetInputType(size_t index) const {
-    return index == 1 ? ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8 : ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
-  }
-  OrtMemType GetInputMemoryType(size_t index) const { return index == 1 ? OrtMemTypeCPUInput : OrtMemTypeDefault; }
-  OrtCustomOpInputOutputCharacteristic GetInputCharacteristic(size_t index) const {
-    return index == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
-  }
-  size_t GetOutputTypeCount() const { return 1; }
-  ONNXTensorElementDataType GetOutputType(size_t) const { return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT; }
 };
 
 }  // namespace
 
-// Called by src/register.cc (ONNX_DC_WITH_CUDA) while it builds the onnx_dc domain.
-OrtStatus* AddCudaOps(const OrtApi* api, OrtCustomOpDomain* domain, const OrtCustomOp* cpu_sparse_gemm) {
-  g_api = api;
-  static CudaSparseGemmOp sparse_gemm(cpu_sparse_gemm->InferOutputShapeFn);
-  return api->CustomOpDomain_Add(domain, &sparse_gemm);
+// Listed by src/register.cc (ONNX_DC_WITH_CUDA) next to the CPU operators.
+const OrtCustomOp* CudaSparseGemmOp() {
+  static OpShell<CudaSparseGemmKernel> op([] {
+    OpFacts facts = SparseGemmFacts();  // the CPU operator's schema and shape inference
+    facts.label = "DCSparseGemm (CUDA)";
+    facts.provider = "CUDAExecutionProvider";
+    facts.host_inputs = 1u << 1;  // the payload: validated and decoded from the host
+    return facts;
+  }());
+  return &op;
 }
 
 }  // namespace onnx_dc

@@ -30,9 +30,9 @@
 #include <string>
 #include <vector>
 
-#include "onnx_dc/conv.h"
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "conv.h"
+#include "gemm.h"
+#include "payload.h"
 
 namespace {
 

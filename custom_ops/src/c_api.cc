@@ -10,8 +10,8 @@
 #include <new>
 #include <string>
 
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "gemm.h"
+#include "payload.h"
 
 struct OnnxDcGemm {
   onnx_dc::BlockMatrix w;
@@ -166,6 +166,8 @@ int onnx_dc_spmm(const uint8_t* blob, size_t size, int kernel, const float* x, s
       },
       err, err_size);
 }
+
+uint64_t onnx_dc_decode_limit_elements(uint64_t payload_bytes) { return onnx_dc::DecodeLimitElements(payload_bytes); }
 
 uint32_t onnx_dc_cpu_features(void) {
   return (onnx_dc::Avx2Kernels() ? 1u : 0u) | (onnx_dc::Avx2Kernels() && onnx_dc::CpuHasAvx2() ? 2u : 0u);

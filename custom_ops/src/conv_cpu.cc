@@ -1,6 +1,6 @@
 // DCSparseConv on the CPU (conv.h): attributes and geometry by ONNX Conv's rules, the kernel decoded into
 // DCSparseGemm's execution format, patches packed one unit at a time, and the tasks the onnxruntime kernel runs.
-#include "onnx_dc/conv.h"
+#include "conv.h"
 
 #include <algorithm>
 #include <cstring>

@@ -10,8 +10,8 @@
 #include <limits>
 #include <string>
 
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "gemm.h"
+#include "payload.h"
 
 namespace onnx_dc {
 namespace {

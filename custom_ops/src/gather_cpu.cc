@@ -1,5 +1,5 @@
 // DCGather on the CPU (gather.h): the table kept as decoded CSR, rows expanded on lookup.
-#include "onnx_dc/gather.h"
+#include "gather.h"
 
 #include <cstdint>
 #include <cstring>

@@ -11,7 +11,7 @@
 //   tile8/16  gemm_kernels.h's tiles, whose 8-float GCC vectors are single AVX instructions here.
 //   pack    8x8 transposes into the packed layout.
 //   dense   gemm_kernels.h's dense-form kernels (batch 1: 8 outputs per vector; tiles: batch rows per vector).
-#include "onnx_dc/gemm.h"
+#include "gemm.h"
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__BMI__)
 

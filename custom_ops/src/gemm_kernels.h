@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <cstring>
 
-#include "onnx_dc/gemm.h"
+#include "gemm.h"
 
 #if defined(__BMI__) && (defined(__x86_64__) || defined(__i386__))
 #include <immintrin.h>

@@ -30,10 +30,10 @@
 #include <string>
 #include <vector>
 
-#include "onnx_dc/conv.h"
-#include "onnx_dc/gather.h"
-#include "onnx_dc/gemm.h"
-#include "onnx_dc/payload.h"
+#include "conv.h"
+#include "gather.h"
+#include "gemm.h"
+#include "payload.h"
 #include "test_support.h"
 
 namespace {

@@ -45,6 +45,11 @@ ONNX_DC_EXPORT int onnx_dc_sparse_stats(const uint8_t* blob, size_t size, int ch
 ONNX_DC_EXPORT int onnx_dc_spmm(const uint8_t* blob, size_t size, int kernel, const float* x, size_t m,
                                 const float* bias, float* y, char* err, size_t err_size);
 
+/* DCDecode's limit on the dense tensor a payload of payload_bytes bytes may decode to, in elements:
+ * max(2^26, 65536 * payload_bytes) (saturating at UINT64_MAX). A payload declaring more is refused at session
+ * creation (docs/OPERATOR.md, DCDecode). onnx_dc_decode_limit_elements(0) is the always-accepted size. */
+ONNX_DC_EXPORT uint64_t onnx_dc_decode_limit_elements(uint64_t payload_bytes);
+
 /* Bit 0: the avx2 kernel set is compiled into this library; bit 1: this CPU can run it (AVX2 + BMI1). */
 ONNX_DC_EXPORT uint32_t onnx_dc_cpu_features(void);
 

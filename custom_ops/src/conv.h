@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "onnx_dc/gemm.h"
+#include "gemm.h"
 
 namespace onnx_dc {
 

@@ -65,7 +65,7 @@
 #include <string>
 #include <vector>
 
-#include "onnx_dc/payload.h"
+#include "payload.h"
 
 namespace onnx_dc {
 
@@ -212,23 +212,21 @@ class AlignedFloats {
 // Rows [r0, r1) of W. Vector: xpad = one X row padded to K + 1 floats (x[K] = 0), y = that row of Y.
 // Tile: xt = packed unit ((K + 1) x width floats), `valid` rows of it are real, y = the unit's first row
 // of Y. Every kernel stores output n of lane b at y[b * ys.lane + n * ys.out] (YStrides).
+using VectorKernel = void (*)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, YStrides ys,
+                             uint64_t r0, uint64_t r1);
+using TileKernel = void (*)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y,
+                           YStrides ys, uint64_t r0, uint64_t r1);
 struct KernelSet {
   const char* name;
-  void (*vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, YStrides ys, uint64_t r0,
-                 uint64_t r1);
-  void (*tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
-                uint64_t r0, uint64_t r1);
-  void (*tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
-                 uint64_t r0, uint64_t r1);
+  VectorKernel vector;
+  TileKernel tile8;
+  TileKernel tile16;
   // Pack `rows` (<= width) rows of X (row stride k) into xt ((k + 1) x width, zero-filled).
   void (*pack)(const float* x, size_t rows, size_t k, size_t width, float* xt);
   // The dense form: the same contracts (r0 and r1 are multiples of kPanel, or r1 = N).
-  void (*dense_vector)(const BlockMatrix& w, const float* xpad, const float* bias, float* y, YStrides ys, uint64_t r0,
-                       uint64_t r1);
-  void (*dense_tile8)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
-                      uint64_t r0, uint64_t r1);
-  void (*dense_tile16)(const BlockMatrix& w, const float* xt, size_t valid, const float* bias, float* y, YStrides ys,
-                       uint64_t r0, uint64_t r1);
+  VectorKernel dense_vector;
+  TileKernel dense_tile8;
+  TileKernel dense_tile16;
 };
 
 }  // namespace onnx_dc

@@ -155,4 +155,18 @@ struct DenseTensor {
 DenseTensor DecodeDense(const uint8_t* data, size_t size, const DecodeOptions& options = {},
                         uint64_t max_elements = kMaxElements);
 
+// DCDecode's bound on the dense tensor it allocates (docs/OPERATOR.md): a valid all-pruned payload of a few
+// hundred bytes may declare any shape, so the tensor must be justified by the payload's size. 65,536 elements
+// per payload byte allows 99.998% sparsity; small tensors (up to 2^26 elements, 256 MiB of float32) are always
+// accepted. The C API reports it (onnx_dc_decode_limit_elements), and onnx_dc/graph/decompress.py mirrors it.
+inline constexpr uint64_t kDecodeAlwaysElements = uint64_t{1} << 26;
+inline constexpr uint64_t kDecodeElementsPerByte = 65536;
+// max(kDecodeAlwaysElements, kDecodeElementsPerByte * payload_bytes); saturates instead of wrapping.
+inline constexpr uint64_t DecodeLimitElements(uint64_t payload_bytes) {
+  const uint64_t justified = payload_bytes > ~uint64_t{0} / kDecodeElementsPerByte
+                                 ? ~uint64_t{0}
+                                 : payload_bytes * kDecodeElementsPerByte;
+  return justified > kDecodeAlwaysElements ? justified : kDecodeAlwaysElements;
+}
+
 }  // namespace onnx_dc

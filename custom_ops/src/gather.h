@@ -10,7 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "onnx_dc/gemm.h"
+#include "gemm.h"
 
 namespace onnx_dc {
 
